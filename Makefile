@@ -1,0 +1,39 @@
+# peergrid: two commands do all the set-up on a fresh machine with Python >= 3.11.
+#   make demo   create .venv, install, simulate the default scenario (rule vs no P2P)
+#   make test   create .venv, install with test extras, run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+PIP     = $(BIN)/python -m pip
+STAMP   = $(VENV)/.installed
+DAYS   ?= 7
+
+.PHONY: demo test test-slow install clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(BIN)/python setup.cfg constraints.txt pyproject.toml
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/peergrid simulate --scenario ieee13 --policy nop2p --days $(DAYS) --out runs/demo-nop2p --force --quiet > /dev/null
+	$(BIN)/peergrid simulate --scenario ieee13 --policy rule --days $(DAYS) --out runs/demo-rule --force
+	$(BIN)/peergrid logs plot runs/demo-rule > /dev/null
+	$(BIN)/peergrid logs plot runs/demo-nop2p > /dev/null
+	@echo
+	@$(BIN)/python -c "import json; a=json.load(open('runs/demo-nop2p/summary.json'))['community']; b=json.load(open('runs/demo-rule/summary.json'))['community']; print(f\"community cost over $(DAYS) days: no P2P {a['cost']:,.2f}  rule {b['cost']:,.2f}  (saving {1-b['cost']/a['cost']:.1%})\")"
+	@echo "logs, summaries and figures: runs/demo-rule/ and runs/demo-nop2p/"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+clean:
+	rm -rf $(VENV) runs *.egg-info

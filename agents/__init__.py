@@ -1,0 +1,1 @@
+"""Prosumer agents: devices, observation/action layout, reference policies."""

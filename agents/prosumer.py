@@ -1,0 +1,154 @@
+"""The prosumer actor: turns an action into a bid, and a settlement into a record.
+
+Pure with respect to its inputs: no clock, no sockets, no global random state. The
+same object runs inside the mesa model, the PettingZoo env and (later) a process.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from peergrid.agents.devices import BatterySpec, step_battery
+from peergrid.agents.records import RoundRecord
+from peergrid.agents.spaces import OBS_BOUND, OBS_DIM, squash_sdr
+from peergrid.comms.messages import Bid
+from peergrid.market.settlement import Settlement
+
+
+@dataclass(frozen=True)
+class ProsumerSpec:
+    """Static description of one household block."""
+
+    agent_id: str
+    bus: str
+    load_peak_kw: float
+    power_factor: float
+    pv_kwp: float
+    battery: BatterySpec
+
+    @property
+    def p_ref_kw(self) -> float:
+        """Power scale of the observation: the largest of the agent's ratings."""
+        return max(self.load_peak_kw, self.pv_kwp, self.battery.charge_kw_max, 1e-9)
+
+    @property
+    def q_per_p(self) -> float:
+        return math.tan(math.acos(self.power_factor))
+
+
+@dataclass(frozen=True)
+class PublicSignals:
+    """What every agent learns after a round: market prices and its bus voltage."""
+
+    sell_price_per_kwh: float
+    buy_price_per_kwh: float
+    sdr: float
+    vm_pu: float
+
+
+class Prosumer:
+    """One agent's devices and the bookkeeping of one round at a time."""
+
+    def __init__(
+        self,
+        spec: ProsumerSpec,
+        load_kw: np.ndarray,
+        pv_kw: np.ndarray,
+        dt_h: float,
+        initial_signals: PublicSignals,
+    ) -> None:
+        if load_kw.shape != pv_kw.shape:
+            raise ValueError(f"{spec.agent_id}: load and PV series differ in length")
+        self.spec = spec
+        self.load_kw = load_kw
+        self.pv_kw = pv_kw
+        self.dt_h = dt_h
+        self._initial_signals = initial_signals
+        self.reset()
+
+    def reset(self, soc: float | None = None) -> None:
+        """Start a new run (or episode) with the given or the initial state of charge."""
+        b = self.spec.battery
+        self.soc = (b.soc_init if soc is None else soc) if b.present else 0.0
+        self.signals = self._initial_signals
+        self._pending: dict[str, float] | None = None
+
+    def observation(self, k: int, hour: float, retail: float, feed_in: float,
+                    price_ref: float) -> np.ndarray:
+        """Local observation before acting in round ``k`` (layout: agents.spaces)."""
+        p_ref = self.spec.p_ref_kw
+        s = self.signals
+        obs = np.array(
+            [
+                math.sin(2 * math.pi * hour / 24), math.cos(2 * math.pi * hour / 24),
+                self.load_kw[k] / p_ref, self.pv_kw[k] / p_ref, self.soc,
+                retail / price_ref, feed_in / price_ref,
+                s.sell_price_per_kwh / price_ref, s.buy_price_per_kwh / price_ref,
+                squash_sdr(s.sdr), (s.vm_pu - 1.0) * 10.0,
+            ],
+            dtype=np.float32,
+        )
+        assert obs.shape == (OBS_DIM,)
+        return np.clip(obs, -OBS_BOUND, OBS_BOUND)
+
+    def act(self, k: int, round_index: int, action: np.ndarray) -> Bid:
+        """Apply an action for round ``k``: run the battery, form the bid."""
+        battery_frac = float(np.clip(action[0], -1.0, 1.0))
+        bid_share = float(np.clip(action[1], 0.0, 1.0))
+        b = self.spec.battery
+        limit_kw = b.charge_kw_max if battery_frac >= 0 else b.discharge_kw_max
+        requested_kw = battery_frac * limit_kw
+        soc_before = self.soc
+        step = step_battery(b, self.soc, requested_kw, self.dt_h)
+        self.soc = step.soc
+        load, pv = float(self.load_kw[k]), float(self.pv_kw[k])
+        surplus_kwh = (pv - load - step.battery_kw) * self.dt_h
+        bid_kwh = bid_share * surplus_kwh
+        self._pending = {
+            "load_kw": load, "pv_kw": pv, "battery_kw": step.battery_kw,
+            "battery_clip_kw": step.clip_kw, "soc_start": soc_before, "soc": step.soc,
+            "surplus_kwh": surplus_kwh, "bid_kwh": bid_kwh,
+        }
+        return Bid(
+            agent=self.spec.agent_id, bus=self.spec.bus, round_index=round_index,
+            bid_kwh=bid_kwh, surplus_kwh=surplus_kwh,
+            q_kvar=load * self.spec.q_per_p,
+        )
+
+    def conclude(
+        self,
+        episode: int,
+        round_index: int,
+        time: str,
+        settlement: Settlement,
+        retail: float,
+        feed_in: float,
+        vm_pu: float,
+        voltage_penalty: float,
+    ) -> RoundRecord:
+        """Book the round's settlement and voltage signal; return its record."""
+        if self._pending is None:
+            raise RuntimeError(f"{self.spec.agent_id}: conclude() before act()")
+        p = self._pending
+        self._pending = None
+        self.signals = PublicSignals(
+            settlement.sell_price_per_kwh, settlement.buy_price_per_kwh, settlement.sdr,
+            vm_pu if math.isfinite(vm_pu) else self.signals.vm_pu,
+        )
+        return RoundRecord(
+            episode=episode, round=round_index, time=time, agent=self.spec.agent_id,
+            bus=self.spec.bus, load_kw=p["load_kw"], pv_kw=p["pv_kw"],
+            battery_kw=p["battery_kw"], battery_clip_kw=p["battery_clip_kw"],
+            soc=p["soc"], surplus_kwh=p["surplus_kwh"], bid_kwh=p["bid_kwh"],
+            p2p_bought_kwh=settlement.p2p_bought_kwh, p2p_sold_kwh=settlement.p2p_sold_kwh,
+            grid_import_kwh=settlement.grid_import_kwh,
+            grid_export_kwh=settlement.grid_export_kwh,
+            retail_price=retail, feed_in_price=feed_in,
+            buy_price=settlement.buy_price_per_kwh, sell_price=settlement.sell_price_per_kwh,
+            sdr=settlement.sdr, vm_pu=vm_pu, voltage_penalty=voltage_penalty,
+            payment=settlement.payment, grid_only_payment=settlement.grid_only_payment,
+            reward=-settlement.payment - voltage_penalty,
+        )

@@ -1,0 +1,1 @@
+"""Messages between actors (and, later, their transport); no market or grid maths."""

@@ -1,0 +1,1 @@
+"""Distribution feeders, power flow and voltage penalties (no market prices, no torch)."""

@@ -1,0 +1,50 @@
+"""The market-operator actor: one round's bids in, clearing and settlements out.
+
+Timing is an input: the operator is told which bids arrived. An agent whose bid is
+missing trades its metered position with the grid only (its settlement says so).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from peergrid.comms.messages import Bid
+from peergrid.market.errors import MarketInputError
+from peergrid.market.sdr import Clearing, Tariff
+from peergrid.market.settlement import Settlement, clear_and_settle
+
+
+@dataclass(frozen=True)
+class MarketResult:
+    round_index: int
+    clearing: Clearing
+    settlements: dict[str, Settlement]
+
+
+class MarketOperator:
+    """Clears rounds against an hourly tariff (24 retail and feed-in prices)."""
+
+    def __init__(self, retail_by_hour: Sequence[float], feed_in_by_hour: Sequence[float]) -> None:
+        if len(retail_by_hour) != 24 or len(feed_in_by_hour) != 24:
+            raise MarketInputError("tariff", (len(retail_by_hour), len(feed_in_by_hour)),
+                                   "needs 24 hourly prices each")
+        self.tariffs = [Tariff(r, f) for r, f in zip(retail_by_hour, feed_in_by_hour, strict=True)]
+
+    def tariff(self, hour: int) -> Tariff:
+        return self.tariffs[hour % 24]
+
+    def close_round(self, round_index: int, hour: int, bids: Mapping[str, Bid]) -> MarketResult:
+        """Clear the bids that arrived for ``round_index``."""
+        for agent, bid in bids.items():
+            if bid.agent != agent:
+                raise MarketInputError(f"bids[{agent}].agent", bid.agent, "does not match its key")
+            if bid.round_index != round_index:
+                raise MarketInputError(f"bids[{agent}].round_index", bid.round_index,
+                                       f"expected {round_index}")
+        clearing, settlements = clear_and_settle(
+            {a: b.bid_kwh for a, b in bids.items()},
+            {a: b.surplus_kwh for a, b in bids.items()},
+            self.tariff(hour),
+        )
+        return MarketResult(round_index=round_index, clearing=clearing, settlements=settlements)

@@ -1,0 +1,116 @@
+"""The ``peergrid`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from peergrid.agents.policies import REFERENCE_POLICIES
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from peergrid.scenarios.loader import load_scenario, resolve
+    from peergrid.scenarios.report import format_summary, write_summary
+    from peergrid.scenarios.simulate import simulate
+
+    scenario = load_scenario(args.scenario, days=args.days)
+    out = simulate(scenario, resolve(args.scenario).name, args.policy, args.out,
+                   days=args.days, progress=not args.quiet, force=args.force)
+    summary = write_summary(out)
+    print(format_summary(summary))
+    print(f"\nrecords: {out}/agents/*.jsonl, {out}/market.jsonl, {out}/grid.jsonl")
+    print(f"summary: {out}/summary.json   figures: peergrid logs plot {out}")
+    return 0
+
+
+def _cmd_logs(args: argparse.Namespace) -> int:
+    from peergrid.scenarios import checks, report
+    from peergrid.scenarios.logs import read_manifest, read_records
+
+    if args.logs_cmd == "summarize":
+        summary = report.write_summary(args.run)
+        print(json.dumps(summary, indent=2) if args.json else report.format_summary(summary))
+        return 0
+    if args.logs_cmd == "plot":
+        for path in report.plot(args.run, args.out):
+            print(path)
+        return 0
+    if args.logs_cmd == "check":
+        manifest = read_manifest(args.run)
+        dt_h = manifest["scenario"]["scenario"]["step_min"] / 60.0
+        problems = checks.all_problems(read_records(args.run), dt_h)
+        for p in problems:
+            print(p)
+        print(f"{len(problems)} problem(s)" if problems else "all invariants hold")
+        return 1 if problems else 0
+    raise AssertionError(args.logs_cmd)
+
+
+def _cmd_scenario(args: argparse.Namespace) -> int:
+    from peergrid.scenarios.loader import builtin_scenarios, load_scenario
+
+    if args.scenario_cmd == "list":
+        print("\n".join(builtin_scenarios()))
+        return 0
+    scenario = load_scenario(args.file)
+    if args.scenario_cmd == "check":
+        print(f"{args.file}: ok ({len(scenario.agents)} agents, feeder {scenario.feeder.name})")
+    else:
+        print(json.dumps(scenario.model_dump(mode="json"), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="peergrid", description=__doc__)
+    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    sim = sub.add_parser("simulate", help="run a reference policy and write a run directory")
+    sim.add_argument("--scenario", default="ieee13", help="shipped scenario name or TOML path")
+    sim.add_argument("--policy", default="rule", choices=REFERENCE_POLICIES)
+    sim.add_argument("--days", type=int, default=None, help="override the scenario's days")
+    sim.add_argument("--out", required=True, help="run directory to create")
+    sim.add_argument("--force", action="store_true", help="replace an existing run directory")
+    sim.add_argument("--quiet", action="store_true", help="no progress bar")
+    sim.set_defaults(func=_cmd_simulate)
+
+    logs = sub.add_parser("logs", help="read a run directory")
+    lsub = logs.add_subparsers(dest="logs_cmd", required=True)
+    s = lsub.add_parser("summarize", help="per-agent and community totals")
+    s.add_argument("run")
+    s.add_argument("--json", action="store_true")
+    pl = lsub.add_parser("plot", help="write PNG figures")
+    pl.add_argument("run")
+    pl.add_argument("--out", default=None, help="figure directory (default: the run)")
+    ch = lsub.add_parser("check", help="verify energy balance and price bounds")
+    ch.add_argument("run")
+    logs.set_defaults(func=_cmd_logs)
+
+    sc = sub.add_parser("scenario", help="list, check or show scenario files")
+    ssub = sc.add_subparsers(dest="scenario_cmd", required=True)
+    ssub.add_parser("list", help="shipped scenarios")
+    for name, text in (("check", "validate a scenario"), ("show", "print it fully resolved")):
+        x = ssub.add_parser(name, help=text)
+        x.add_argument("file")
+    sc.set_defaults(func=_cmd_scenario)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from peergrid.scenarios.errors import ScenarioError
+    from peergrid.scenarios.simulate import RunDirectoryNotEmpty
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (ScenarioError, RunDirectoryNotEmpty, FileNotFoundError) as err:
+        print(f"peergrid: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

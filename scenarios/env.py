@@ -1,0 +1,84 @@
+"""PettingZoo ParallelEnv over the same community: the training interface.
+
+One episode is one day of the scenario window (``steps_per_day`` rounds). ``reset``
+draws the day from the env's seeded generator unless ``options={"day": d}`` names it;
+batteries start each episode at their initial state of charge. Observations, actions
+and rewards are per agent (``agents.spaces``); ``infos[agent]["record"]`` holds the
+agent's round record, the same row the mesa runtime logs.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+from pettingzoo import ParallelEnv
+
+from peergrid.agents.spaces import action_space, observation_space
+from peergrid.scenarios.community import Community
+from peergrid.scenarios.schema import Scenario
+
+
+class PeerGridEnv(ParallelEnv):
+    metadata = {"name": "peergrid_v0", "render_modes": []}
+
+    def __init__(self, scenario: Scenario, days: int | None = None) -> None:
+        self.scenario = scenario
+        self.community = Community(scenario, days=days)
+        self.possible_agents = list(self.community.agent_ids)
+        self.agents: list[str] = []
+        self._rng = np.random.default_rng(scenario.scenario.seed)
+        self.day = 0
+        self.k = 0
+        self.last_market: dict[str, Any] = {}
+        self.last_grid: dict[str, Any] = {}
+
+    @functools.lru_cache(maxsize=None)  # noqa: B019 - spaces are fixed per agent
+    def observation_space(self, agent: str):
+        return observation_space()
+
+    @functools.lru_cache(maxsize=None)  # noqa: B019
+    def action_space(self, agent: str):
+        return action_space()
+
+    def _observations(self) -> dict[str, np.ndarray]:
+        return {a: self.community.observe(i, self.k) for i, a in enumerate(self.possible_agents)}
+
+    def reset(self, seed: int | None = None, options: dict | None = None):
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        days = self.community.days
+        if options and "day" in options:
+            day = int(options["day"])
+            if not 0 <= day < days:
+                raise ValueError(f"options.day = {day}: must be in [0, {days})")
+        else:
+            day = int(self._rng.integers(days))
+        self.day = day
+        self.k = day * self.community.steps_per_day
+        self.community.reset()
+        self.agents = list(self.possible_agents)
+        return self._observations(), {a: {} for a in self.agents}
+
+    def step(self, actions: dict[str, np.ndarray]):
+        missing = [a for a in self.agents if a not in actions]
+        if missing:
+            raise ValueError(f"actions: missing for agents {missing}")
+        outcome = self.community.run_round(self.k, actions)
+        self.last_market, self.last_grid = outcome.market, outcome.grid
+        rewards = {r.agent: float(r.reward) for r in outcome.records}
+        infos = {r.agent: {"record": r} for r in outcome.records}
+        self.k += 1
+        done = self.k % self.community.steps_per_day == 0
+        terminations = {a: False for a in self.agents}
+        truncations = {a: done for a in self.agents}
+        # A truncated day still has a real next state (the next day's first round)
+        # that learners bootstrap from; only the end of the window has none.
+        obs = (
+            self._observations() if self.k < self.community.n_rounds
+            else {a: np.zeros(observation_space().shape, np.float32) for a in self.agents}
+        )
+        if done:
+            self.agents = []
+        return obs, rewards, terminations, truncations, infos

@@ -1,0 +1,118 @@
+"""Load a scenario TOML file, validate all of it, and report every problem at once."""
+
+from __future__ import annotations
+
+import datetime as dt
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from peergrid.grid.feeders import FEEDER_BUSES
+from peergrid.scenarios.errors import ScenarioError
+from peergrid.scenarios.profiles import PROFILE_YEAR, available_profiles
+from peergrid.scenarios.schema import Scenario
+
+
+SHIPPED_DIR = Path(__file__).parent / "files"
+
+
+def builtin_scenarios() -> list[str]:
+    """Names of the scenario files shipped with peergrid."""
+    return sorted(p.stem for p in SHIPPED_DIR.glob("*.toml"))
+
+
+def resolve(name_or_path: str | Path) -> Path:
+    """A path to an existing file, or the name of a shipped scenario."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    shipped = SHIPPED_DIR / f"{name_or_path}.toml"
+    if shipped.is_file():
+        return shipped
+    raise ScenarioError(
+        str(name_or_path),
+        [f"no such file, and not a shipped scenario (shipped: {', '.join(builtin_scenarios())})"],
+    )
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not part.startswith(("function-", "model-")):
+            out += f".{part}" if out else part
+    return out or "(file)"
+
+
+def _pydantic_problems(err: ValidationError) -> list[str]:
+    problems = []
+    for e in err.errors():
+        msg = e["msg"].removeprefix("Value error, ")
+        where = _loc(e["loc"])
+        if e["type"] in ("missing",):
+            problems.append(f"{where}: required field is missing")
+        elif e["type"] == "extra_forbidden":
+            problems.append(f"{where} = {e['input']!r}: unknown field")
+        elif e["type"].startswith("model") or "model" in str(e.get("ctx", "")):
+            problems.append(f"{where}: {msg}")
+        elif isinstance(e.get("input"), dict):
+            problems.append(f"{where}: {msg}")
+        else:
+            problems.append(f"{where} = {e['input']!r}: {msg}")
+    return problems
+
+
+def _cross_checks(s: Scenario) -> list[str]:
+    problems = []
+    buses = FEEDER_BUSES[s.feeder.name]
+    loads, pvs = available_profiles()
+    for i, a in enumerate(s.agents):
+        if a.bus not in buses:
+            problems.append(
+                f"agents[{i}].bus = {a.bus!r}: not a bus of feeder {s.feeder.name!r} "
+                f"({', '.join(buses)})"
+            )
+        if a.load_profile not in loads:
+            problems.append(f"agents[{i}].load_profile = {a.load_profile!r}: unknown profile")
+        if a.pv_profile is not None and a.pv_profile not in pvs:
+            problems.append(f"agents[{i}].pv_profile = {a.pv_profile!r}: unknown profile")
+    end = s.scenario.start + dt.timedelta(days=s.scenario.days)
+    if s.scenario.start.year != PROFILE_YEAR or end > dt.date(PROFILE_YEAR + 1, 1, 1):
+        problems.append(
+            f"scenario.start = {s.scenario.start.isoformat()!r}: with days = "
+            f"{s.scenario.days} it must lie within the profile year {PROFILE_YEAR}"
+        )
+    return problems
+
+
+def parse_scenario(data: dict[str, Any], source: str) -> Scenario:
+    """Validate a scenario already read into a dict (from TOML or elsewhere)."""
+    try:
+        scenario = Scenario.model_validate(data)
+    except ValidationError as err:
+        raise ScenarioError(source, _pydantic_problems(err)) from None
+    problems = _cross_checks(scenario)
+    if problems:
+        raise ScenarioError(source, problems)
+    return scenario
+
+
+def read_toml(name_or_path: str | Path) -> tuple[dict[str, Any], str]:
+    """(raw dict, file name) of a scenario file, with syntax errors named."""
+    path = resolve(name_or_path)
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f), path.name
+    except tomllib.TOMLDecodeError as err:
+        raise ScenarioError(path.name, [f"TOML syntax: {err}"]) from None
+
+
+def load_scenario(name_or_path: str | Path, days: int | None = None) -> Scenario:
+    """Read, validate and (optionally) override the horizon of a scenario."""
+    data, source = read_toml(name_or_path)
+    if days is not None:
+        data.setdefault("scenario", {})["days"] = days
+    return parse_scenario(data, source)

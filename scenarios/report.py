@@ -1,0 +1,176 @@
+"""Summaries and figures of a run directory (any runtime: it reads only the logs)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from peergrid.scenarios.logs import read_manifest, read_records, read_table
+
+
+def _dt_h(manifest: dict[str, Any]) -> float:
+    return manifest["scenario"]["scenario"]["step_min"] / 60.0
+
+
+def summarize(run_dir: str | Path) -> dict[str, Any]:
+    """Per-agent and community totals: cost, P2P volume, self-sufficiency, violations."""
+    manifest = read_manifest(run_dir)
+    feeder = manifest["scenario"]["feeder"]
+    dt_h = _dt_h(manifest)
+    r = read_records(run_dir)
+    r = r.assign(load_kwh=r.load_kw * dt_h, pv_kwh=r.pv_kw * dt_h,
+                 violation=(r.voltage_penalty > 0).astype(int))
+    per_agent = r.groupby("agent").agg(
+        bus=("bus", "first"), cost=("payment", "sum"), grid_only_cost=("grid_only_payment", "sum"),
+        voltage_penalty=("voltage_penalty", "sum"), reward=("reward", "sum"),
+        load_kwh=("load_kwh", "sum"), pv_kwh=("pv_kwh", "sum"),
+        p2p_bought_kwh=("p2p_bought_kwh", "sum"), p2p_sold_kwh=("p2p_sold_kwh", "sum"),
+        grid_import_kwh=("grid_import_kwh", "sum"), grid_export_kwh=("grid_export_kwh", "sum"),
+        voltage_violation_rounds=("violation", "sum"),
+        min_vm_pu=("vm_pu", "min"), max_vm_pu=("vm_pu", "max"),
+    )
+    per_agent["self_sufficiency"] = np.where(
+        per_agent.load_kwh > 0, 1 - per_agent.grid_import_kwh / per_agent.load_kwh, np.nan)
+    grid = read_table(run_dir, "grid")
+    vm = grid[[c for c in grid.columns if c.startswith("vm_pu.")]]
+    out_of_limits = (vm < feeder["vm_min_pu"]) | (vm > feeder["vm_max_pu"])
+    load = per_agent.load_kwh.sum()
+    community = {
+        "policy": manifest["run"].get("policy"),
+        "rounds": int(r[["episode", "round"]].drop_duplicates().shape[0]),
+        "agents": int(per_agent.shape[0]),
+        "cost": float(per_agent.cost.sum()),
+        "grid_only_cost": float(per_agent.grid_only_cost.sum()),
+        "voltage_penalty": float(per_agent.voltage_penalty.sum()),
+        "team_reward": float(per_agent.reward.mean()),
+        "p2p_kwh": float(per_agent.p2p_sold_kwh.sum()),
+        "grid_import_kwh": float(per_agent.grid_import_kwh.sum()),
+        "grid_export_kwh": float(per_agent.grid_export_kwh.sum()),
+        "load_kwh": float(load),
+        "pv_kwh": float(per_agent.pv_kwh.sum()),
+        "self_sufficiency": float(1 - per_agent.grid_import_kwh.sum() / load) if load else None,
+        "voltage_violation_rounds": int(out_of_limits.any(axis=1).sum()),
+        "bus_voltage_violations": int(out_of_limits.to_numpy().sum()),
+        "agent_violation_rounds": int(per_agent.voltage_violation_rounds.sum()),
+        "min_vm_pu": float(np.nanmin(vm.to_numpy())), "max_vm_pu": float(np.nanmax(vm.to_numpy())),
+        "max_line_loading_pct": float(grid.max_line_loading_pct.max()),
+        "nonconverged_rounds": int((~grid.converged.astype(bool)).sum()),
+    }
+    return {"community": community, "agents": per_agent.reset_index().to_dict(orient="records")}
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    c = summary["community"]
+    agents = pd.DataFrame(summary["agents"]).set_index("agent")
+    cols = ["bus", "cost", "grid_only_cost", "voltage_penalty", "p2p_bought_kwh", "p2p_sold_kwh",
+            "grid_import_kwh", "grid_export_kwh", "self_sufficiency", "voltage_violation_rounds"]
+    lines = [
+        "Per agent (totals over the run; cost in currency, energy in kWh):",
+        agents[cols].to_string(float_format=lambda x: f"{x:,.2f}"),
+        "",
+        f"Community ({c['agents']} agents, {c['rounds']} rounds, policy {c['policy']}):",
+        f"  energy cost            {c['cost']:,.2f}   (same positions, grid only: {c['grid_only_cost']:,.2f})",
+        f"  voltage penalty        {c['voltage_penalty']:,.2f}",
+        f"  team reward            {c['team_reward']:,.2f}   (mean over agents of summed reward)",
+        f"  P2P volume             {c['p2p_kwh']:,.1f} kWh",
+        f"  grid import / export   {c['grid_import_kwh']:,.1f} / {c['grid_export_kwh']:,.1f} kWh",
+        f"  self-sufficiency       {c['self_sufficiency']:.1%}   (1 - import / load)",
+        f"  voltage violations     {c['voltage_violation_rounds']} rounds with a bus out of limits; "
+        f"{c['bus_voltage_violations']} bus-rounds; {c['agent_violation_rounds']} agent-rounds",
+        f"  voltage range          {c['min_vm_pu']:.4f} - {c['max_vm_pu']:.4f} pu",
+        f"  max line loading       {c['max_line_loading_pct']:.1f} %",
+    ]
+    if c["nonconverged_rounds"]:
+        lines.append(f"  NON-CONVERGED rounds   {c['nonconverged_rounds']}")
+    return "\n".join(lines)
+
+
+def write_summary(run_dir: str | Path) -> dict[str, Any]:
+    summary = summarize(run_dir)
+    with open(Path(run_dir) / "summary.json", "w", encoding="utf-8") as f:
+        json.dump(summary, f, indent=2)
+    return summary
+
+
+def plot(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
+    """Write prices_sdr.png, soc.png, voltages.png and energy.png; return their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    manifest = read_manifest(run_dir)
+    feeder = manifest["scenario"]["feeder"]
+    out = Path(out_dir or run_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    r = read_records(run_dir)
+    market = read_table(run_dir, "market")
+    grid = read_table(run_dir, "grid")
+    t_market = pd.to_datetime(market.time)
+    paths = []
+
+    fig, ax = plt.subplots(figsize=(11, 4))
+    ax.step(t_market, market.retail_price, where="post", label="retail (λ_buy)", color="k", lw=1)
+    ax.step(t_market, market.feed_in_price, where="post", label="feed-in (λ_sell)", color="0.5", lw=1)
+    ax.step(t_market, market.buy_price, where="post", label="P2P buy price", color="C3")
+    ax.step(t_market, market.sell_price, where="post", label="P2P sell price", color="C2")
+    ax.set_ylabel("price per kWh")
+    ax2 = ax.twinx()
+    sdr = market.sdr.replace(np.inf, np.nan).clip(upper=3)
+    ax2.plot(t_market, sdr, color="C0", alpha=0.5, lw=1, label="SDR (clipped at 3)")
+    ax2.set_ylabel("supply-demand ratio")
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    ax.legend(h1 + h2, l1 + l2, loc="upper left", fontsize=8, ncol=3)
+    ax.set_title("P2P prices and supply-demand ratio")
+    paths.append(_save(fig, out / "prices_sdr.png"))
+
+    fig, ax = plt.subplots(figsize=(11, 4))
+    for agent, g in r.groupby("agent"):
+        if g.battery_kw.abs().sum() > 0:
+            ax.plot(pd.to_datetime(g.time), g.soc, label=agent, lw=1)
+    ax.set_ylabel("state of charge")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8, ncol=6)
+    ax.set_title("Battery state of charge")
+    paths.append(_save(fig, out / "soc.png"))
+
+    fig, ax = plt.subplots(figsize=(11, 4))
+    t_grid = pd.to_datetime(grid.time)
+    for col in (c for c in grid.columns if c.startswith("vm_pu.")):
+        ax.plot(t_grid, grid[col], lw=0.8, label=col.removeprefix("vm_pu."))
+    for lim in (feeder["vm_min_pu"], feeder["vm_max_pu"]):
+        ax.axhline(lim, color="r", ls="--", lw=1)
+    ax.set_ylabel("voltage (pu)")
+    ax.legend(fontsize=7, ncol=7)
+    ax.set_title("Bus voltages and limits")
+    paths.append(_save(fig, out / "voltages.png"))
+
+    dt_h = _dt_h(manifest)
+    per_round = r.groupby("time")[["load_kw", "pv_kw", "p2p_sold_kwh", "grid_import_kwh",
+                                   "grid_export_kwh"]].sum()
+    fig, ax = plt.subplots(figsize=(11, 4))
+    t = pd.to_datetime(per_round.index)
+    ax.plot(t, per_round.load_kw, label="load (kW)", color="k", lw=1)
+    ax.plot(t, per_round.pv_kw, label="PV (kW)", color="C1", lw=1)
+    ax.fill_between(t, per_round.p2p_sold_kwh / dt_h, step="pre", alpha=0.4, label="P2P (kW)")
+    ax.plot(t, per_round.grid_import_kwh / dt_h, label="grid import (kW)", lw=1)
+    ax.plot(t, -per_round.grid_export_kwh / dt_h, label="grid export (−kW)", lw=1)
+    ax.legend(fontsize=8, ncol=5)
+    ax.set_title("Community energy")
+    paths.append(_save(fig, out / "energy.png"))
+    return paths
+
+
+def _save(fig: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,176 @@
+"""Scenario file schema: one frozen model per TOML section, every field documented.
+
+Pydantic is used for this layer only (``extra="forbid"``: a typo is an error, not a
+silently ignored key). ``loader.load_scenario`` turns its errors into lines naming
+file, field path, value and rule. Field descriptions feed ``docs/scenario.md``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Hourly = float | list[float]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ScenarioMeta(_Section):
+    id: str = Field(description="Scenario id; suffix _vN when its meaning changes.")
+    seed: int = Field(ge=0, description="Root seed; every random draw is spawned from it.")
+    start: dt.date = Field(description="First simulated day (profile year 2016).")
+    days: int = Field(default=7, ge=1, le=366, description="Default number of simulated days.")
+    step_min: int = Field(default=60, description="Round length in minutes (15, 30 or 60).")
+
+    @field_validator("step_min")
+    @classmethod
+    def _step_divides_hour(cls, v: int) -> int:
+        if v not in (15, 30, 60):
+            raise ValueError("must be 15, 30 or 60 (profiles are 15-minute data)")
+        return v
+
+
+class FeederConfig(_Section):
+    name: Literal["ieee13"] = Field(default="ieee13", description="Feeder builder.")
+    slack_vm_pu: float = Field(
+        default=1.0, gt=0.8, lt=1.2,
+        description="Voltage held at the slack bus (regulator output with a fixed tap), pu.",
+    )
+    vm_min_pu: float = Field(default=0.95, gt=0, description="Lower voltage limit, pu.")
+    vm_max_pu: float = Field(default=1.05, gt=0, description="Upper voltage limit, pu.")
+    voltage_penalty_per_pu: float = Field(
+        default=1000.0, ge=0,
+        description="Penalty (currency) per pu of limit violation per round.",
+    )
+    penalty_scope: Literal["bus", "feeder"] = Field(
+        default="bus",
+        description="bus: each agent pays for the violation at its own bus; "
+        "feeder: the sum of violations over all buses, shared equally.",
+    )
+    solver: Literal["pandapower"] = Field(default="pandapower", description="Power-flow solver.")
+
+    @model_validator(mode="after")
+    def _limits_ordered(self) -> FeederConfig:
+        if self.vm_min_pu >= self.vm_max_pu:
+            raise ValueError(f"vm_min_pu = {self.vm_min_pu} must be below vm_max_pu = {self.vm_max_pu}")
+        return self
+
+
+class TariffConfig(_Section):
+    retail_price_per_kwh: Hourly = Field(
+        description="λ_buy: one price, or 24 hourly prices (time of use), currency/kWh."
+    )
+    feed_in_price_per_kwh: Hourly = Field(
+        description="λ_sell: one price or 24 hourly prices; below retail at every hour."
+    )
+
+    @field_validator("retail_price_per_kwh", "feed_in_price_per_kwh")
+    @classmethod
+    def _hourly_shape(cls, v: Hourly) -> Hourly:
+        values = v if isinstance(v, list) else [v]
+        if isinstance(v, list) and len(v) != 24:
+            raise ValueError(f"a list must hold 24 hourly prices, got {len(v)}")
+        for x in values:
+            if not x >= 0 or x == float("inf"):
+                raise ValueError(f"prices must be finite and >= 0, got {x}")
+        return v
+
+    def hourly(self) -> tuple[list[float], list[float]]:
+        """(retail, feed-in) as 24 hourly prices."""
+        def expand(v: Hourly) -> list[float]:
+            return list(v) if isinstance(v, list) else [float(v)] * 24
+        return expand(self.retail_price_per_kwh), expand(self.feed_in_price_per_kwh)
+
+    @model_validator(mode="after")
+    def _feed_in_below_retail(self) -> TariffConfig:
+        retail, feed_in = self.hourly()
+        for h, (r, f) in enumerate(zip(retail, feed_in, strict=True)):
+            if f >= r:
+                raise ValueError(f"hour {h}: feed_in_price_per_kwh = {f} must be below retail = {r}")
+        return self
+
+
+class ProfileConfig(_Section):
+    source: Literal["simbench"] = Field(
+        default="simbench",
+        description="Profile data set: SimBench 2016 household (H0-*) and PV (PV1-PV8) profiles.",
+    )
+
+
+class AgentConfig(_Section):
+    id: str = Field(min_length=1, description="Agent id, unique.")
+    bus: str = Field(description="Feeder bus name the agent is connected to.")
+    load_profile: str = Field(description="Load profile name, e.g. H0-A.")
+    load_peak_kw: float = Field(ge=0, description="Annual peak of the round-average load, kW.")
+    power_factor: float = Field(
+        default=0.95, gt=0, le=1, description="Lagging power factor of the load."
+    )
+    pv_profile: str | None = Field(default=None, description="PV profile (PV1-PV8); None = no PV.")
+    pv_kwp: float = Field(default=0.0, ge=0, description="Installed PV, kWp.")
+    battery_kwh: float = Field(default=0.0, ge=0, description="Usable battery capacity, kWh.")
+    battery_kw: float = Field(default=0.0, ge=0, description="Charge and discharge power limit, kW.")
+    eta_charge: float = Field(default=0.95, gt=0, le=1, description="Charging efficiency.")
+    eta_discharge: float = Field(default=0.95, gt=0, le=1, description="Discharging efficiency.")
+    soc_min: float = Field(default=0.1, ge=0, le=1, description="Lowest state of charge.")
+    soc_max: float = Field(default=0.9, ge=0, le=1, description="Highest state of charge.")
+    soc_init: float = Field(default=0.5, ge=0, le=1, description="State of charge at the start.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AgentConfig:
+        if self.pv_kwp > 0 and self.pv_profile is None:
+            raise ValueError(f"pv_kwp = {self.pv_kwp} needs a pv_profile")
+        if not self.soc_min <= self.soc_init <= self.soc_max:
+            raise ValueError(
+                f"soc_init = {self.soc_init} must lie in [soc_min, soc_max] = "
+                f"[{self.soc_min}, {self.soc_max}]"
+            )
+        if (self.battery_kwh > 0) != (self.battery_kw > 0):
+            raise ValueError(
+                f"battery_kwh = {self.battery_kwh} and battery_kw = {self.battery_kw}: "
+                "give both or neither"
+            )
+        return self
+
+
+class CommsConfig(_Section):
+    topology: Literal["complete", "ring", "line", "star", "random_geometric", "feeder"] = Field(
+        default="ring", description="Communication graph for consensus (used by learning)."
+    )
+    allow_disconnected: bool = Field(
+        default=False, description="Accept a disconnected graph (consensus then splits)."
+    )
+
+
+class AlgoConfig(_Section):
+    name: Literal["consensus", "ippo", "maddpg"] = Field(
+        default="consensus", description="Learning algorithm (used by `peergrid train`)."
+    )
+    gamma: float = Field(default=0.99, gt=0, le=1, description="Discount factor.")
+    lr_actor: float = Field(default=3e-4, gt=0, description="Actor step size.")
+    lr_critic: float = Field(default=1e-3, gt=0, description="Critic step size (faster timescale).")
+    consensus_period: int = Field(default=1, ge=1, description="Rounds between consensus steps.")
+    hidden_sizes: list[int] = Field(default=[64, 64], description="Hidden layer widths.")
+
+
+class Scenario(_Section):
+    schema_version: Literal[1] = Field(default=1, description="Scenario file format version.")
+    scenario: ScenarioMeta
+    feeder: FeederConfig = FeederConfig()
+    tariff: TariffConfig
+    profiles: ProfileConfig = ProfileConfig()
+    agents: list[AgentConfig] = Field(min_length=1)
+    comms: CommsConfig = CommsConfig()
+    algo: AlgoConfig = AlgoConfig()
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> Scenario:
+        seen: set[str] = set()
+        for i, a in enumerate(self.agents):
+            if a.id in seen:
+                raise ValueError(f"agents[{i}].id = {a.id!r}: duplicate agent id")
+            seen.add(a.id)
+        return self

@@ -1,0 +1,66 @@
+"""The command line, run as a user runs it: a subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def peergrid(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "peergrid.scenarios.cli", *args],
+        capture_output=True, text=True, timeout=300, cwd=cwd,
+    )
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "day"
+    res = peergrid("simulate", "--scenario", "ieee13", "--policy", "rule", "--days", "1",
+                   "--out", str(out), "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert "Community (13 agents, 24 rounds, policy rule)" in res.stdout
+    return out
+
+
+def test_simulate_writes_records_manifest_and_summary(run_dir):
+    assert len(list((run_dir / "agents").glob("*.jsonl"))) == 13
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["seed"] == manifest["scenario"]["scenario"]["seed"]
+    assert manifest["run"]["policy"] == "rule" and "pandapower" in manifest["versions"]
+    assert (run_dir / "summary.json").is_file()
+
+
+def test_logs_commands_read_the_run(run_dir):
+    assert peergrid("logs", "check", str(run_dir)).stdout.strip() == "all invariants hold"
+    summary = json.loads(peergrid("logs", "summarize", str(run_dir), "--json").stdout)
+    assert summary["community"]["rounds"] == 24
+    plotted = peergrid("logs", "plot", str(run_dir)).stdout.split()
+    assert {p.rsplit("/", 1)[-1] for p in plotted} == {
+        "prices_sdr.png", "soc.png", "voltages.png", "energy.png"}
+
+
+def test_existing_run_is_never_overwritten(run_dir):
+    before = (run_dir / "agents" / "a01.jsonl").read_text()
+    res = peergrid("simulate", "--days", "1", "--out", str(run_dir), "--quiet")
+    assert res.returncode == 2 and "not empty" in res.stderr
+    assert (run_dir / "agents" / "a01.jsonl").read_text() == before
+
+
+def test_bad_scenario_exits_2_naming_file_field_and_value(tmp_path):
+    from peergrid.scenarios.loader import SHIPPED_DIR
+
+    text = (SHIPPED_DIR / "ieee13.toml").read_text().replace("pv_kwp = 300.0", "pv_kwp = -3.0", 1)
+    bad = tmp_path / "mine.toml"
+    bad.write_text(text)
+    res = peergrid("scenario", "check", str(bad))
+    assert res.returncode == 2
+    assert "mine.toml: agents[0].pv_kwp = -3.0" in res.stderr
+
+
+def test_logs_on_a_missing_run_is_a_clear_error(tmp_path):
+    res = peergrid("logs", "summarize", str(tmp_path / "nothing"))
+    assert res.returncode == 2 and "manifest.json" in res.stderr

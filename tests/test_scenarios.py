@@ -1,0 +1,115 @@
+"""Scenario files: the default loads; bad input names file, field and value."""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+
+import numpy as np
+import pytest
+
+from peergrid.scenarios import profiles
+from peergrid.scenarios.errors import ScenarioError
+from peergrid.scenarios.loader import SHIPPED_DIR, load_scenario, parse_scenario
+
+
+@pytest.fixture(scope="module")
+def raw():
+    with open(SHIPPED_DIR / "ieee13.toml", "rb") as f:
+        return tomllib.load(f)
+
+
+def problems_for(raw, mutate) -> list[str]:
+    data = copy.deepcopy(raw)
+    mutate(data)
+    with pytest.raises(ScenarioError) as err:
+        parse_scenario(data, "bad.toml")
+    assert "bad.toml" in str(err.value)
+    return err.value.problems
+
+
+def test_default_scenario_follows_the_paper_setup(ieee13_scenario):
+    s = ieee13_scenario
+    assert s.feeder.name == "ieee13"
+    assert (s.feeder.vm_min_pu, s.feeder.vm_max_pu) == (0.95, 1.05)
+    kinds = {(a.pv_kwp > 0, a.battery_kwh > 0) for a in s.agents}
+    assert kinds == {(False, False), (True, False), (True, True)}
+    assert 10 <= len(s.agents) <= 20
+
+
+def test_negative_battery_names_field_and_value(raw):
+    def mutate(d):
+        d["agents"][3]["battery_kwh"] = -5.0
+        d["agents"][3]["battery_kw"] = 1.0
+    problems = problems_for(raw, mutate)
+    assert any(p.startswith("agents[3].battery_kwh = -5.0") for p in problems), problems
+
+
+def test_unknown_key_is_an_error_not_ignored(raw):
+    problems = problems_for(raw, lambda d: d["feeder"].update(slack_vm=1.0))
+    assert any("feeder.slack_vm" in p and "unknown field" in p for p in problems)
+
+
+def test_all_problems_are_reported_at_once(raw):
+    def mutate(d):
+        d["agents"][0]["bus"] = "999"
+        d["agents"][1]["load_profile"] = "H9-Z"
+        d["agents"][2]["pv_profile"] = "PV42"
+    problems = problems_for(raw, mutate)
+    assert len(problems) == 3
+    assert any("agents[0].bus = '999'" in p for p in problems)
+    assert any("agents[1].load_profile = 'H9-Z'" in p for p in problems)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "fragment"),
+    [
+        (lambda d: d["tariff"].update(feed_in_price_per_kwh=0.5), "feed_in_price_per_kwh = 0.5"),
+        (lambda d: d["tariff"].update(retail_price_per_kwh=[0.1] * 23), "24 hourly prices"),
+        (lambda d: d["agents"][1].update(id="a01"), "duplicate agent id"),
+        (lambda d: d["scenario"].update(step_min=45), "scenario.step_min = 45"),
+        (lambda d: d["scenario"].update(start="2017-03-01"), "profile year 2016"),
+        (lambda d: d["feeder"].update(vm_min_pu=1.1), "must be below vm_max_pu"),
+        (lambda d: d["agents"][0].update(soc_init=0.95), "soc_init = 0.95"),
+        (lambda d: d["agents"][0].pop("bus"), "agents[0].bus: required field is missing"),
+    ],
+)
+def test_bad_fields_are_named(raw, mutate, fragment):
+    problems = problems_for(raw, mutate)
+    assert any(fragment in p for p in problems), problems
+
+
+def test_toml_syntax_error_names_file(tmp_path):
+    bad = tmp_path / "broken.toml"
+    bad.write_text("[scenario\nid = 1\n")
+    with pytest.raises(ScenarioError, match="broken.toml"):
+        load_scenario(bad)
+
+
+def test_unknown_scenario_lists_shipped_ones():
+    with pytest.raises(ScenarioError, match="ieee13"):
+        load_scenario("no-such-scenario")
+
+
+def test_household_profiles_are_real_simbench_data():
+    loads, pvs = profiles.available_profiles()
+    assert {"H0-A", "H0-B", "H0-C"} <= loads and {f"PV{i}" for i in range(1, 9)} <= pvs
+    load = profiles.load_factor("H0-A", 60)
+    pv = profiles.pv_factor("PV3", 60)
+    assert len(load) == len(pv) == 366 * 24  # 2016 is a leap year
+    assert load.max() == pytest.approx(1.0) and load.min() > 0
+    june = profiles.window(pv, profiles.dt.date(2016, 6, 8), 1)
+    assert june[:4].max() == 0 and june[11:14].min() > 0.3  # dark at night, bright at noon
+
+
+def test_window_outside_profile_year_is_rejected():
+    with pytest.raises(ValueError, match="outside the profile year"):
+        profiles.window(profiles.load_factor("H0-A", 60), profiles.dt.date(2016, 12, 31), 2)
+
+
+def test_step_length_averages_quarter_hours():
+    quarter = profiles.load_factor("H0-B", 15)
+    hourly = profiles.load_factor("H0-B", 60)
+    raw_q = quarter * 1.0
+    ratio = hourly.iloc[:48].to_numpy() / np.add.reduceat(raw_q.iloc[:192].to_numpy(), range(0, 192, 4)) * 4
+    assert np.allclose(ratio, ratio[0])  # same shape, one scale (each normalised to its own peak)
