@@ -54,6 +54,11 @@ def _cmd_scenario(args: argparse.Namespace) -> int:
     if args.scenario_cmd == "list":
         print("\n".join(builtin_scenarios()))
         return 0
+    if args.scenario_cmd == "doc":
+        from peergrid.scenarios.schemadoc import render
+
+        print(render())
+        return 0
     scenario = load_scenario(args.file)
     if args.scenario_cmd == "check":
         print(f"{args.file}: ok ({len(scenario.agents)} agents, feeder {scenario.feeder.name})")
@@ -91,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc = sub.add_parser("scenario", help="list, check or show scenario files")
     ssub = sc.add_subparsers(dest="scenario_cmd", required=True)
     ssub.add_parser("list", help="shipped scenarios")
+    ssub.add_parser("doc", help="print the scenario reference (docs/scenario.md)")
     for name, text in (("check", "validate a scenario"), ("show", "print it fully resolved")):
         x = ssub.add_parser(name, help=text)
         x.add_argument("file")

@@ -135,7 +135,10 @@ def plot(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
             ax.plot(pd.to_datetime(g.time), g.soc, label=agent, lw=1)
     ax.set_ylabel("state of charge")
     ax.set_ylim(0, 1)
-    ax.legend(fontsize=8, ncol=6)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, ncol=6)
+    else:
+        ax.text(0.5, 0.5, "no battery moved in this run", ha="center", transform=ax.transAxes)
     ax.set_title("Battery state of charge")
     paths.append(_save(fig, out / "soc.png"))
 
