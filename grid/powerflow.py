@@ -29,8 +29,15 @@ class PowerFlowResult:
 
 class Solver(Protocol):
     bus_names: list[str]
+    line_names: list[str]
 
     def solve(self, p_kw: np.ndarray, q_kvar: np.ndarray) -> PowerFlowResult: ...
+
+
+def line_names(net: pp.pandapowerNet) -> list[str]:
+    """Line names for logs: the network's own, else "line<index>"."""
+    return [str(n) if isinstance(n, str) and n else f"line{i}"
+            for i, n in zip(net.line.index, net.line.name, strict=True)]
 
 
 class PandapowerSolver:
@@ -39,6 +46,7 @@ class PandapowerSolver:
     def __init__(self, net: pp.pandapowerNet) -> None:
         self.net = copy.deepcopy(net)
         self.bus_names = [str(n) for n in self.net.bus.name]
+        self.line_names = line_names(self.net)
         self._load_idx = np.array(
             [pp.create_load(self.net, bus, p_mw=0.0, q_mvar=0.0, name=f"agents@{name}")
              for bus, name in zip(self.net.bus.index, self.bus_names, strict=True)]
