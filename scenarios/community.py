@@ -21,9 +21,10 @@ from peergrid.agents.devices import BatterySpec
 from peergrid.agents.prosumer import Prosumer, ProsumerSpec, PublicSignals
 from peergrid.agents.records import RoundRecord
 from peergrid.comms.messages import Bid, GridSignal
-from peergrid.grid.feeders import FEEDERS
+from peergrid.grid.feeders import build_feeder
 from peergrid.grid.operator import GridOperator
-from peergrid.grid.powerflow import PandapowerSolver
+from peergrid.grid.powerflow import PandapowerSolver, Solver
+from peergrid.grid.zbus import ZBusSolver
 from peergrid.market.operator import MarketOperator, MarketResult
 from peergrid.scenarios import profiles
 from peergrid.scenarios.schema import AgentConfig, Scenario
@@ -39,6 +40,13 @@ def prosumer_spec(a: AgentConfig) -> ProsumerSpec:
             soc_min=a.soc_min, soc_max=a.soc_max, soc_init=a.soc_init,
         ),
     )
+
+
+def make_solver(scenario: Scenario) -> Solver:
+    """The scenario's feeder behind its chosen power-flow solver."""
+    feeder = scenario.feeder
+    net = build_feeder(feeder.name, slack_vm_pu=feeder.slack_vm_pu)
+    return ZBusSolver(net) if feeder.solver == "fast" else PandapowerSolver(net)
 
 
 @dataclass(frozen=True)
@@ -70,9 +78,8 @@ class Community:
         self.price_ref = max(retail)
 
         feeder = scenario.feeder
-        net = FEEDERS[feeder.name](slack_vm_pu=feeder.slack_vm_pu)
         self.grid = GridOperator(
-            PandapowerSolver(net), {a.id: a.bus for a in scenario.agents}, self.dt_h,
+            make_solver(scenario), {a.id: a.bus for a in scenario.agents}, self.dt_h,
             feeder.vm_min_pu, feeder.vm_max_pu, feeder.voltage_penalty_per_pu,
             feeder.penalty_scope,
         )
@@ -137,12 +144,16 @@ class Community:
             "retail_price": c.tariff.retail_price_per_kwh,
             "feed_in_price": c.tariff.feed_in_price_per_kwh,
         }
-        loading = self.grid.last_result.line_loading_pct if self.grid.last_result else []
+        result = self.grid.last_result
+        loading = result.line_loading_pct if result is not None else np.array([])
+        names = self.grid.solver.line_names if result is not None else []
         grid_row = {
             **key, "converged": signal.converged,
             "max_line_loading_pct": signal.max_line_loading_pct,
             "lines_overloaded": int(np.sum(np.asarray(loading) > 100.0)),
             **{f"vm_pu.{b}": v for b, v in signal.vm_pu.items()},
+            **{f"loading_pct.{n}": float(x)
+               for n, x in zip(names, loading, strict=True)},
         }
         return market_row, grid_row
 

@@ -9,9 +9,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from peergrid.grid.feeders import FEEDER_BUSES
+from peergrid.grid.feeders import feeder_buses
 from peergrid.scenarios.errors import ScenarioError
 from peergrid.scenarios.profiles import PROFILE_YEAR, available_profiles
+from peergrid.scenarios.placement import place_agents
 from peergrid.scenarios.schema import Scenario
 
 
@@ -67,7 +68,7 @@ def _pydantic_problems(err: ValidationError) -> list[str]:
 
 def _cross_checks(s: Scenario) -> list[str]:
     problems = []
-    buses = FEEDER_BUSES[s.feeder.name]
+    buses = feeder_buses(s.feeder.name)
     loads, pvs = available_profiles()
     for i, a in enumerate(s.agents):
         if a.bus not in buses:
@@ -88,12 +89,31 @@ def _cross_checks(s: Scenario) -> list[str]:
     return problems
 
 
+def _placement_checks(s: Scenario) -> list[str]:
+    loads, pvs = available_profiles()
+    rule = s.placement
+    problems = [f"placement.load_profiles[{i}] = {p!r}: unknown profile"
+                for i, p in enumerate(rule.load_profiles) if p not in loads]
+    problems += [f"placement.pv_profiles[{i}] = {p!r}: unknown profile"
+                 for i, p in enumerate(rule.pv_profiles) if p not in pvs]
+    return problems
+
+
 def parse_scenario(data: dict[str, Any], source: str) -> Scenario:
     """Validate a scenario already read into a dict (from TOML or elsewhere)."""
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as err:
         raise ScenarioError(source, _pydantic_problems(err)) from None
+    if scenario.placement is not None:
+        problems = _placement_checks(scenario)
+        if problems:
+            raise ScenarioError(source, problems)
+        try:
+            agents = place_agents(scenario.feeder.name, scenario.placement, scenario.scenario.seed)
+        except ValueError as err:
+            raise ScenarioError(source, [f"placement.{err}"]) from None
+        scenario = scenario.model_copy(update={"agents": agents})
     problems = _cross_checks(scenario)
     if problems:
         raise ScenarioError(source, problems)

@@ -35,7 +35,11 @@ class ScenarioMeta(_Section):
 
 
 class FeederConfig(_Section):
-    name: Literal["ieee13"] = Field(default="ieee13", description="Feeder builder.")
+    name: Literal["ieee13", "case33bw", "dickert_lv"] = Field(
+        default="ieee13",
+        description="Feeder: ieee13 (IEEE 13-node, balanced), case33bw (Baran-Wu 33-bus), "
+        "dickert_lv (Dickert LV residential feeder, 120 load buses). See docs/feeder.md.",
+    )
     slack_vm_pu: float = Field(
         default=1.0, gt=0.8, lt=1.2,
         description="Voltage held at the slack bus (regulator output with a fixed tap), pu.",
@@ -51,7 +55,11 @@ class FeederConfig(_Section):
         description="bus: each agent pays for the violation at its own bus; "
         "feeder: the sum of violations over all buses, shared equally.",
     )
-    solver: Literal["pandapower"] = Field(default="pandapower", description="Power-flow solver.")
+    solver: Literal["fast", "pandapower"] = Field(
+        default="fast",
+        description="Power-flow solver: fast (Z-bus fixed point on pandapower's own "
+        "admittance matrix, ~100 µs) or pandapower (runpp, the reference, ~25 ms).",
+    )
 
     @model_validator(mode="after")
     def _limits_ordered(self) -> FeederConfig:
@@ -136,6 +144,40 @@ class AgentConfig(_Section):
         return self
 
 
+DEFAULT_LOAD_PROFILES = ["H0-A", "H0-B", "H0-C", "H0-G", "H0-L"]  # H0-H: see docs/data.md
+DEFAULT_PV_PROFILES = ["PV1", "PV2", "PV3", "PV4", "PV5", "PV6", "PV7", "PV8"]
+
+
+class PlacementConfig(_Section):
+    """Agents generated on the feeder's load buses (instead of ``[[agents]]``)."""
+
+    count: int | None = Field(
+        default=None, ge=1,
+        description="Number of agents; None = one per load bus, fewer = a seeded sample of them.",
+    )
+    load_scale: float = Field(
+        default=1.0, gt=0, description="Agent's peak load = load_scale x the bus's base load."
+    )
+    load_profiles: list[str] = Field(
+        default=DEFAULT_LOAD_PROFILES, min_length=1,
+        description="Household profiles drawn from (uniformly, seeded).",
+    )
+    pv_share: float = Field(default=0.6, ge=0, le=1, description="Share of agents with PV.")
+    pv_profiles: list[str] = Field(
+        default=DEFAULT_PV_PROFILES, min_length=1, description="PV profiles drawn from."
+    )
+    pv_kwp_per_peak_kw: float = Field(default=1.5, ge=0, description="PV size per kW of peak load.")
+    battery_share: float = Field(
+        default=0.6, ge=0, le=1, description="Share of the PV agents that also have a battery."
+    )
+    battery_kwh_per_peak_kw: float = Field(
+        default=2.0, ge=0, description="Battery capacity per kW of peak load, kWh."
+    )
+    battery_c_rate: float = Field(
+        default=0.25, gt=0, le=4, description="Battery power limit per kWh of capacity, 1/h."
+    )
+
+
 class CommsConfig(_Section):
     topology: Literal["complete", "ring", "line", "star", "random_geometric", "feeder"] = Field(
         default="ring", description="Communication graph for consensus (used by learning)."
@@ -162,12 +204,21 @@ class Scenario(_Section):
     feeder: FeederConfig = FeederConfig()
     tariff: TariffConfig
     profiles: ProfileConfig = ProfileConfig()
-    agents: list[AgentConfig] = Field(min_length=1)
+    agents: list[AgentConfig] = Field(
+        default=[], description="The agents; or leave out and give [placement]."
+    )
+    placement: PlacementConfig | None = Field(
+        default=None, description="Generate agents on the feeder's load buses."
+    )
     comms: CommsConfig = CommsConfig()
     algo: AlgoConfig = AlgoConfig()
 
     @model_validator(mode="after")
     def _unique_ids(self) -> Scenario:
+        if not self.agents and self.placement is None:
+            raise ValueError("give the agents as [[agents]] or generate them with [placement]")
+        if self.agents and self.placement is not None:
+            raise ValueError("give [[agents]] or [placement], not both")
         seen: set[str] = set()
         for i, a in enumerate(self.agents):
             if a.id in seen:

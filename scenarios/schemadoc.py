@@ -12,6 +12,7 @@ from peergrid.scenarios.schema import (
     AlgoConfig,
     CommsConfig,
     FeederConfig,
+    PlacementConfig,
     ProfileConfig,
     ScenarioMeta,
     TariffConfig,
@@ -23,6 +24,7 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("[tariff]", TariffConfig),
     ("[profiles]", ProfileConfig),
     ("[[agents]]", AgentConfig),
+    ("[placement]", PlacementConfig),
     ("[comms]", CommsConfig),
     ("[algo]", AlgoConfig),
 ]
@@ -61,6 +63,10 @@ def render() -> str:
         "keys are errors. Every problem in a file is reported at once, one line each:",
         "`file: field = value: rule`. Check a file with `peergrid scenario check FILE` and",
         "see it with all defaults filled in with `peergrid scenario show FILE`.",
+        "",
+        "Agents are listed one by one as `[[agents]]`, or generated on the feeder's load",
+        "buses by a `[placement]` rule (give one of the two; the rule is described in",
+        "docs/feeder.md). Choosing another feeder is then one line: `feeder.name`.",
         "",
     ]
     for title, model in SECTIONS:
