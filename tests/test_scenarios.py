@@ -113,3 +113,57 @@ def test_step_length_averages_quarter_hours():
     raw_q = quarter * 1.0
     ratio = hourly.iloc[:48].to_numpy() / np.add.reduceat(raw_q.iloc[:192].to_numpy(), range(0, 192, 4)) * 4
     assert np.allclose(ratio, ratio[0])  # same shape, one scale (each normalised to its own peak)
+
+
+# ---- placement: agents generated on a feeder's load buses ---------------------------
+
+def test_switching_the_feeder_is_one_line(raw):
+    data = copy.deepcopy(raw)
+    del data["agents"]
+    data["placement"] = {}
+    data["feeder"]["name"] = "case33bw"
+    s = parse_scenario(data, "switched.toml")
+    assert len(s.agents) == 32 and {a.bus for a in s.agents} == {str(i) for i in range(2, 34)}
+    data["feeder"]["name"] = "dickert_lv"
+    assert len(parse_scenario(data, "switched.toml").agents) == 120
+
+
+def test_placement_follows_the_rule_and_the_seed():
+    s = load_scenario("case33bw")
+    from peergrid.grid.feeders import base_loads
+
+    loads = base_loads("case33bw")
+    for a in s.agents:
+        assert a.load_peak_kw == pytest.approx(loads[a.bus][0])
+        assert (a.pv_kwp > 0) == (a.pv_profile is not None)
+        assert a.pv_kwp == pytest.approx(0.0 if a.pv_profile is None else 1.5 * a.load_peak_kw)
+        assert a.battery_kwh == 0 or (a.pv_kwp > 0 and a.battery_kw == pytest.approx(
+            0.25 * a.battery_kwh))
+    n_pv = sum(a.pv_kwp > 0 for a in s.agents)
+    assert 0.3 * 32 < n_pv < 0.9 * 32  # pv_share = 0.6
+    assert load_scenario("case33bw").agents == s.agents  # same seed, same agents
+
+
+def test_placement_count_samples_load_buses_by_seed(raw):
+    data = copy.deepcopy(raw)
+    del data["agents"]
+    data["feeder"]["name"] = "dickert_lv"
+    data["placement"] = {"count": 32}
+    first = parse_scenario(data, "x.toml").agents
+    assert len(first) == 32 and len({a.bus for a in first}) == 32
+    data["scenario"]["seed"] += 1
+    assert [a.bus for a in parse_scenario(data, "x.toml").agents] != [a.bus for a in first]
+
+
+@pytest.mark.parametrize("mutate, fragment", [
+    (lambda d: d.update(placement={}), "not both"),
+    (lambda d: d.pop("agents"), "[placement]"),
+    (lambda d: (d.pop("agents"), d.update(placement={"count": 500})),
+     "placement.count = 500: feeder 'ieee13' has only 9 load buses"),
+    (lambda d: (d.pop("agents"), d.update(placement={"pv_profiles": ["PV9"]})),
+     "placement.pv_profiles[0] = 'PV9': unknown profile"),
+    (lambda d: d["feeder"].update(name="ieee34"), "feeder.name = 'ieee34'"),
+])
+def test_bad_placement_is_named(raw, mutate, fragment):
+    problems = problems_for(raw, mutate)
+    assert any(fragment in p for p in problems), problems
