@@ -1,6 +1,7 @@
 # peergrid: two commands do all the set-up on a fresh machine with Python >= 3.11.
 #   make demo   create .venv, install, simulate the default scenario (rule vs no P2P)
 #   make test   create .venv, install with test extras, run the test suite
+#   make bench  also install the reference solvers, run the benchmarks in bench/
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
@@ -8,7 +9,7 @@ PIP     = $(BIN)/python -m pip
 STAMP   = $(VENV)/.installed
 DAYS   ?= 7
 
-.PHONY: demo test test-slow install clean
+.PHONY: demo test test-slow bench install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +35,10 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
+
+bench: $(STAMP)
+	$(PIP) install --quiet -c constraints.txt -e '.[bench]'
+	$(BIN)/python bench/powerflow.py
 
 clean:
 	rm -rf $(VENV) runs *.egg-info

@@ -1,0 +1,195 @@
+"""Power-flow speed and accuracy: peergrid's Z-bus solver vs pandapower vs lightsim2grid.
+
+Run: ``python bench/powerflow.py [--batch 1000] [--repeat 200]`` (lightsim2grid comes
+with ``pip install -c constraints.txt -e '.[bench]'``; it is skipped when missing).
+
+For each feeder every solver gets the same random injection vectors (each bus draws
+0-1.5 x the feeder's average base load, a third of the buses exporting). Timings are
+wall-clock medians measured in this run; ratios are taken within the run. The last
+line is machine-readable:
+
+    speedup_vs_runpp ieee13=<x> case33bw=<y> max_dv_pu=<z>
+
+where x, y = (ms per default runpp) / (ms per fast single solve) and z is the largest
+voltage difference between the fast solver and runpp over every vector solved by both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+import pandapower as pp
+
+from peergrid.grid.feeders import FEEDERS, base_loads, build_feeder
+from peergrid.grid.powerflow import PandapowerSolver
+from peergrid.grid.zbus import ZBusSolver
+
+
+def per_call_s(fn: Callable[[], object], repeat: int) -> float:
+    """Median wall time of one call over ``repeat`` calls (after one warm-up)."""
+    fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def injections(name: str, bus_names: list[str], batch: int, seed: int = 0
+               ) -> tuple[np.ndarray, np.ndarray]:
+    loads = base_loads(name)
+    avg_kw = np.mean([p for p, _ in loads.values() if p > 0])
+    rng = np.random.default_rng(seed)
+    n = len(bus_names)
+    sign = np.where(rng.random((batch, n)) < 1 / 3, -1.0, 1.0)
+    p_kw = sign * rng.uniform(0.0, 1.5, (batch, n)) * avg_kw
+    return p_kw, 0.3 * np.abs(p_kw)
+
+
+class LightSim:
+    """lightsim2grid's C++ model of the reference net (agent loads on every bus)."""
+
+    def __init__(self, ref: PandapowerSolver) -> None:
+        from lightsim2grid.network import init_from_pandapower
+        from lightsim2grid.timeSerie import TimeSeriesCPP
+
+        net = copy.deepcopy(ref.net)
+        for sw in net.switch.itertuples():  # lightsim2grid ignores bus-bus switches: fuse them
+            if sw.et == "b" and sw.closed:
+                pp.toolbox.fuse_buses(net, sw.bus, {sw.element})
+        net.switch.drop(net.switch.index, inplace=True)
+        pp.runpp(net, numba=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.model = init_from_pandapower(net)
+        self.series = TimeSeriesCPP(self.model)
+        self.series.nb_thread = 1
+        self.agent_load = ref._load_idx  # fused buses keep their load rows
+        self.load_p_mw = net.load.p_mw.to_numpy().copy()
+        self.load_q_mvar = net.load.q_mvar.to_numpy().copy()
+        self.load_row = {idx: i for i, idx in enumerate(net.load.index)}
+        # start from pandapower's solution: it carries the transformers' phase shifts
+        # (Dyn5 on the LV feeder), which a flat start would not
+        self.v0 = (net.res_bus.vm_pu * np.exp(1j * np.radians(net.res_bus.va_degree))).to_numpy()
+        # lightsim's bus order is pandapower's bus index order
+        bus_pos = {b: i for i, b in enumerate(net.bus.index)}
+        self.bus_of = np.array([bus_pos[b] for b in net.load.bus.loc[self.agent_load]])
+
+    def _loads(self, p_kw: np.ndarray, q_kvar: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        rows = [self.load_row[i] for i in self.agent_load]
+        lp = np.tile(self.load_p_mw, (p_kw.shape[0], 1))
+        lq = np.tile(self.load_q_mvar, (p_kw.shape[0], 1))
+        lp[:, rows] = p_kw / 1000.0
+        lq[:, rows] = q_kvar / 1000.0
+        return np.ascontiguousarray(lp), np.ascontiguousarray(lq)
+
+    def set_loads(self, p_kw: np.ndarray, q_kvar: np.ndarray) -> None:
+        lp, lq = self._loads(p_kw[None], q_kvar[None])
+        for i in range(lp.shape[1]):
+            self.model.change_p_load(i, lp[0, i])
+            self.model.change_q_load(i, lq[0, i])
+
+    def single(self) -> np.ndarray:
+        """One Newton-Raphson solve of the loads set last (setting them is not timed)."""
+        return self.model.ac_pf(self.v0, 30, 1e-8)
+
+    def series_vm(self, p_kw: np.ndarray, q_kvar: np.ndarray) -> np.ndarray:
+        lp, lq = self._loads(p_kw, q_kvar)
+        self.series.modify_load_p(lp)
+        self.series.modify_load_q(lq)
+        self.series.compute(self.v0, 30, 1e-8)
+        return np.abs(self.series.get_voltages())
+
+
+def bench_feeder(name: str, batch: int, repeat: int) -> dict[str, float]:
+    net = build_feeder(name, slack_vm_pu=1.0)
+    fast, ref = ZBusSolver(net), PandapowerSolver(net)
+    p, q = injections(name, fast.bus_names, batch)
+    out: dict[str, float] = {"buses": len(fast.bus_names)}
+
+    out["fast_us"] = per_call_s(lambda: fast.solve(p[0], q[0]), repeat) * 1e6
+    out["fast_batch_us"] = per_call_s(lambda: fast.solve_batch(p, q), 5) / batch * 1e6
+    batch_res = fast.solve_batch(p, q)
+
+    n_ref = min(batch, 30)
+    out["runpp_ms"] = per_call_s(lambda: ref.solve(p[0], q[0]), n_ref) * 1e3
+    dv = 0.0
+    for b in range(n_ref):
+        r = ref.solve(p[b], q[b])
+        if r.converged and batch_res.converged[b]:
+            dv = max(dv, float(np.max(np.abs(r.vm_pu - batch_res.vm_pu[b]))))
+    out["max_dv_pu"] = dv
+
+    rec = copy.deepcopy(ref)
+    rec.solve(p[0], q[0])
+    recycle = {"bus_pq": True, "trafo": False, "gen": False}
+
+    def runpp_recycle() -> None:
+        rec.net.load.loc[rec._load_idx, "p_mw"] = p[1] / 1000.0
+        rec.net.load.loc[rec._load_idx, "q_mvar"] = q[1] / 1000.0
+        pp.runpp(rec.net, numba=False, recycle=recycle)
+
+    pp.runpp(rec.net, numba=False, recycle=recycle)
+    out["runpp_recycle_ms"] = per_call_s(runpp_recycle, n_ref) * 1e3
+    assert np.max(np.abs(rec.net.res_bus.vm_pu.to_numpy() - batch_res.vm_pu[1])) < 1e-6
+
+    try:
+        ls = LightSim(ref)
+    except ImportError:
+        return out
+    ls.set_loads(p[0], q[0])
+    out["ls_single_us"] = per_call_s(ls.single, repeat) * 1e6
+    single_vm = np.abs(ls.single())
+    out["ls_series_us"] = per_call_s(lambda: ls.series_vm(p, q), 5) / batch * 1e6
+    ls_vm = ls.series_vm(p, q)
+    # compare at the buses carrying the agents' loads
+    fast_at_loads = batch_res.vm_pu[:, [fast.bus_names.index(str(ref.net.bus.name.at[b]))
+                                        for b in ref.net.load.bus.loc[ref._load_idx]]]
+    out["ls_max_dv_pu"] = max(
+        float(np.max(np.abs(ls_vm[:, ls.bus_of] - fast_at_loads))),
+        float(np.max(np.abs(single_vm[ls.bus_of] - fast_at_loads[0]))),
+    )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=200)
+    args = parser.parse_args()
+    results = {}
+    print(f"batch = {args.batch} injection vectors per feeder; medians of repeated calls")
+    header = (f"{'feeder':<11}{'buses':>6}{'fast µs':>9}{'batch µs':>10}{'runpp ms':>10}"
+              f"{'recycle ms':>11}{'ls µs':>8}{'ls ts µs':>9}"
+              f"{'x runpp':>9}{'x recycle':>10}{'batch/ls ts':>12}{'max dV pu':>11}")
+    print(header)
+    for name in FEEDERS:
+        r = bench_feeder(name, args.batch, args.repeat)
+        results[name] = r
+        ls_single = r.get("ls_single_us", float("nan"))
+        ls_series = r.get("ls_series_us", float("nan"))
+        print(f"{name:<11}{r['buses']:>6.0f}{r['fast_us']:>9.1f}{r['fast_batch_us']:>10.2f}"
+              f"{r['runpp_ms']:>10.2f}{r['runpp_recycle_ms']:>11.2f}{ls_single:>8.1f}"
+              f"{ls_series:>9.2f}{r['runpp_ms'] * 1e3 / r['fast_us']:>9.0f}"
+              f"{r['runpp_recycle_ms'] * 1e3 / r['fast_us']:>10.1f}"
+              f"{ls_series / r['fast_batch_us']:>12.2f}{r['max_dv_pu']:>11.1e}")
+    for name, r in results.items():
+        print(f"{name}: a batch of {args.batch} vectors in {r['fast_batch_us'] * args.batch / 1e3:.1f} ms")
+        if "ls_max_dv_pu" in r:
+            print(f"{name}: lightsim2grid vs fast solver, max |dV| at agent buses "
+                  f"{r['ls_max_dv_pu']:.1e} pu")
+    max_dv = max(r["max_dv_pu"] for r in results.values())
+    print(f"speedup_vs_runpp ieee13={results['ieee13']['runpp_ms'] * 1e3 / results['ieee13']['fast_us']:.0f} "
+          f"case33bw={results['case33bw']['runpp_ms'] * 1e3 / results['case33bw']['fast_us']:.0f} "
+          f"max_dv_pu={max_dv:.1e}")
+
+
+if __name__ == "__main__":
+    main()
