@@ -67,6 +67,46 @@ def _cmd_scenario(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from peergrid.scenarios.loader import load_scenario, resolve
+    from peergrid.scenarios.train import train
+
+    scenario = load_scenario(args.scenario)
+    algo = args.algo or scenario.algo.name
+    out = train(scenario, resolve(args.scenario).name, algo, args.seed, args.out,
+                episodes=args.episodes, resume=args.resume, progress=not args.quiet)
+    print(f"metrics: {out}/metrics.csv  evaluations: {out}/eval.csv  "
+          f"tensorboard: --logdir {out}/tb  checkpoint: {out}/checkpoint.pt")
+    print(f"greedy policy on the evaluation days: peergrid evaluate {out}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from peergrid.scenarios.report import format_summary, write_summary
+    from peergrid.scenarios.train import evaluate_run
+
+    out = Path(args.out or Path(args.run) / "evaluation")
+    metrics = evaluate_run(args.run, out, force=args.force)
+    print(format_summary(write_summary(out)))
+    print(f"\nteam reward {metrics['team_reward']:.2f}; records: {out}/agents/*.jsonl")
+    return 0
+
+
+def _cmd_experiment(args: argparse.Namespace) -> int:
+    from peergrid.scenarios.experiment import paper_comparison
+    from peergrid.scenarios.loader import load_scenario, resolve
+
+    scenario = load_scenario(args.scenario)
+    out = paper_comparison(scenario, resolve(args.scenario).name, args.out, seeds=args.seeds,
+                           episodes=args.episodes, workers=args.workers, force=args.force,
+                           progress=not args.quiet)
+    print((out / "report.md").read_text())
+    print(f"report: {out}/report.md  table: {out}/summary.csv")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="peergrid", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -93,6 +133,34 @@ def build_parser() -> argparse.ArgumentParser:
     ch.add_argument("run")
     logs.set_defaults(func=_cmd_logs)
 
+    tr = sub.add_parser("train", help="train learning agents in process")
+    tr.add_argument("--scenario", default="ieee13", help="shipped scenario name or TOML path")
+    tr.add_argument("--algo", choices=("consensus", "ippo", "maddpg"), default=None,
+                    help="default: the scenario's algo.name")
+    tr.add_argument("--seed", type=int, default=0, help="training seed (learners, day draws)")
+    tr.add_argument("--episodes", type=int, default=None, help="override algo.episodes")
+    tr.add_argument("--out", required=True, help="run directory")
+    tr.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
+    tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    tr.set_defaults(func=_cmd_train)
+
+    ev = sub.add_parser("evaluate", help="run a trained policy greedily on the evaluation days")
+    ev.add_argument("run", help="a training run directory")
+    ev.add_argument("--out", default=None, help="default: RUN/evaluation")
+    ev.add_argument("--force", action="store_true")
+    ev.set_defaults(func=_cmd_evaluate)
+
+    ex = sub.add_parser("experiment", help="named experiments")
+    ex.add_argument("name", choices=("paper-comparison",))
+    ex.add_argument("--scenario", default="ieee13")
+    ex.add_argument("--seeds", type=int, default=3)
+    ex.add_argument("--episodes", type=int, default=None, help="override algo.episodes")
+    ex.add_argument("--workers", type=int, default=2, help="training runs in parallel")
+    ex.add_argument("--out", default="runs/paper-comparison")
+    ex.add_argument("--force", action="store_true")
+    ex.add_argument("--quiet", action="store_true")
+    ex.set_defaults(func=_cmd_experiment)
+
     sc = sub.add_parser("scenario", help="list, check or show scenario files")
     ssub = sc.add_subparsers(dest="scenario_cmd", required=True)
     ssub.add_parser("list", help="shipped scenarios")
@@ -113,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (ScenarioError, RunDirectoryNotEmpty, FileNotFoundError) as err:
+    except (ScenarioError, RunDirectoryNotEmpty, FileNotFoundError, FileExistsError) as err:
         print(f"peergrid: {err}", file=sys.stderr)
         return 2
 

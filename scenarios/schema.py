@@ -188,14 +188,47 @@ class CommsConfig(_Section):
 
 
 class AlgoConfig(_Section):
+    """Learning settings (`peergrid train`, `peergrid experiment`)."""
+
     name: Literal["consensus", "ippo", "maddpg"] = Field(
         default="consensus", description="Learning algorithm (used by `peergrid train`)."
     )
+    train_start: dt.date = Field(
+        default=dt.date(2016, 5, 9),
+        description="First day of the training window; the [scenario] window is held out "
+        "for evaluation.",
+    )
+    train_days: int = Field(default=28, ge=1, le=366, description="Days in the training window.")
+    episodes: int = Field(default=1000, ge=1, description="Training episodes (one day each).")
+    eval_every: int = Field(default=100, ge=1, description="Episodes between evaluations.")
     gamma: float = Field(default=0.99, gt=0, le=1, description="Discount factor.")
-    lr_actor: float = Field(default=3e-4, gt=0, description="Actor step size.")
-    lr_critic: float = Field(default=1e-3, gt=0, description="Critic step size (faster timescale).")
-    consensus_period: int = Field(default=1, ge=1, description="Rounds between consensus steps.")
+    lr_actor: float = Field(default=1e-3, gt=0, description="Actor step size.")
+    lr_critic: float = Field(default=3e-3, gt=0, description="Critic step size (faster timescale).")
+    lr_anneal: bool = Field(
+        default=True,
+        description="Decay both step sizes linearly to 0 over algo.episodes (also when "
+        "`--episodes` stops a run earlier or later).",
+    )
     hidden_sizes: list[int] = Field(default=[64, 64], description="Hidden layer widths.")
+    rollout_days: int = Field(
+        default=4, ge=1, description="PPO: episodes collected per update."
+    )
+    epochs: int = Field(default=10, ge=1, description="PPO: passes over each rollout.")
+    minibatch: int = Field(default=32, ge=1, description="PPO: minibatch size.")
+    clip: float = Field(default=0.2, gt=0, description="PPO: ratio clip.")
+    gae_lambda: float = Field(default=0.95, ge=0, le=1, description="PPO: GAE lambda.")
+    entropy_coef: float = Field(default=0.0, ge=0, description="PPO: entropy bonus.")
+    init_log_std: float = Field(default=-0.7, description="PPO: initial log std of actions.")
+    consensus_period: int = Field(
+        default=1, ge=1,
+        description="Consensus: critic epochs between consensus (averaging) steps.",
+    )
+    batch_size: int = Field(default=128, ge=1, description="MADDPG: replay minibatch size.")
+    buffer_size: int = Field(default=50_000, ge=1, description="MADDPG: replay capacity (rounds).")
+    tau: float = Field(default=0.01, gt=0, le=1, description="MADDPG: target-network Polyak rate.")
+    update_every: int = Field(default=4, ge=1, description="MADDPG: rounds between updates.")
+    noise_start: float = Field(default=0.3, ge=0, description="MADDPG: initial exploration std.")
+    noise_end: float = Field(default=0.05, ge=0, description="MADDPG: final exploration std.")
 
 
 class Scenario(_Section):

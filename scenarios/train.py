@@ -1,0 +1,338 @@
+"""Training and evaluation of the learners in the in-process runtime.
+
+A run trains on the scenario's training window (``algo.train_start``, ``train_days``),
+one day per episode drawn from the seed, and evaluates the greedy policy on the
+held-out ``[scenario]`` window (every day, each from the initial state of charge).
+
+Run directory ``runs/NAME/``::
+
+    manifest.json     scenario, algorithm, seed, versions, command
+    metrics.csv       one row per training episode
+    eval.csv          one row per evaluation (greedy, every eval day)
+    tb/               the same scalars for TensorBoard
+    checkpoint.pt     learners, optimisers, replay buffer, random states, episode:
+                      `--resume` continues exactly where the run stopped
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from peergrid.agents.learners.config import LearnerConfig
+from peergrid.agents.learners.consensus import cooperative_update, critic_disagreement
+from peergrid.agents.learners.maddpg import MADDPG
+from peergrid.agents.learners.ppo import PPOGroup, SeparateLearners
+from peergrid.agents.records import RoundRecord
+from peergrid.agents.spaces import ACTION_DIM, OBS_DIM
+from peergrid.comms.topology import build_graph, metropolis_weights
+from peergrid.grid.feeders import build_feeder
+from peergrid.grid.penalty import violation_pu
+from peergrid.scenarios.community import Community
+from peergrid.scenarios.env import PeerGridEnv
+from peergrid.scenarios.logs import RunWriter, read_manifest, write_manifest
+from peergrid.scenarios.schema import Scenario
+from peergrid.scenarios.seeding import stream
+
+ALGORITHMS = ("consensus", "ippo", "maddpg")
+Actions = dict[str, np.ndarray]
+
+
+def learner_config(s: Scenario) -> LearnerConfig:
+    a = s.algo
+    return LearnerConfig(
+        hidden_sizes=list(a.hidden_sizes), gamma=a.gamma, lr_actor=a.lr_actor,
+        lr_critic=a.lr_critic, gae_lambda=a.gae_lambda, clip=a.clip, epochs=a.epochs,
+        minibatch=a.minibatch, entropy_coef=a.entropy_coef, init_log_std=a.init_log_std,
+        consensus_period=a.consensus_period, buffer_size=a.buffer_size,
+        batch_size=a.batch_size, tau=a.tau, update_every=a.update_every,
+        noise_start=a.noise_start, noise_end=a.noise_end,
+        noise_decay_steps=a.episodes * 24 // 2,
+    )
+
+
+def training_window(s: Scenario) -> Scenario:
+    meta = s.scenario.model_copy(update={"start": s.algo.train_start, "days": s.algo.train_days})
+    return s.model_copy(update={"scenario": meta})
+
+
+def reward_scales(community: Community) -> dict[str, float]:
+    """Reward unit per agent: its size x the highest retail price x the round length."""
+    return {p.spec.agent_id: p.spec.p_ref_kw * community.price_ref * community.dt_h
+            for p in community.prosumers}
+
+
+def communication_graph(s: Scenario, agent_ids: list[str]):
+    net = build_feeder(s.feeder.name)
+    names = net.bus.name.astype(str)
+    edges = [(names.at[r.from_bus], names.at[r.to_bus]) for r in net.line.itertuples()]
+    edges += [(names.at[r.bus], names.at[r.element]) for r in net.switch.itertuples()
+              if r.et == "b" and r.closed]
+    return build_graph(
+        s.comms.topology, agent_ids, seed=int(stream(s.scenario.seed, "comms").integers(2**31)),
+        agent_bus={a.id: a.bus for a in s.agents}, feeder_edges=edges,
+        allow_disconnected=s.comms.allow_disconnected,
+    )
+
+
+class Team:
+    """All agents' learners of one algorithm behind one in-process interface."""
+
+    def __init__(self, algo: str, scenario: Scenario, community: Community, seed: int,
+                 stacked: bool = True) -> None:
+        if algo not in ALGORITHMS:
+            raise ValueError(f"algo = {algo!r}: unknown (choose from {', '.join(ALGORITHMS)})")
+        self.algo, self.cfg = algo, learner_config(scenario)
+        self.ids = list(community.agent_ids)
+        self.rollout_days = scenario.algo.rollout_days
+        scales = reward_scales(community)
+        seeds = [int(stream(seed, "learner", i).integers(2**31)) for i in range(len(self.ids))]
+        self.weights: np.ndarray | None = None
+        if algo == "maddpg":
+            self.maddpg = MADDPG(self.ids, OBS_DIM, ACTION_DIM, self.cfg, seeds, scales,
+                                 seed=int(stream(seed, "maddpg").integers(2**31)))
+        else:
+            kind = PPOGroup if stacked else SeparateLearners
+            self.group = kind(self.ids, OBS_DIM, ACTION_DIM, self.cfg, seeds,
+                              [scales[a] for a in self.ids])
+            if algo == "consensus":
+                graph = communication_graph(scenario, self.ids)
+                self.weights = metropolis_weights(graph, self.ids)
+        self.episodes_in_rollout = 0
+        self.lr_anneal = scenario.algo.lr_anneal
+
+    def _optimisers(self) -> list[tuple[torch.optim.Optimizer, float]]:
+        core = self.maddpg if self.algo == "maddpg" else self.group
+        return [(opt, base) for g in getattr(core, "groups", [core])
+                for opt, base in ((g.opt_actor, self.cfg.lr_actor),
+                                  (g.opt_critic, self.cfg.lr_critic))]
+
+    def set_progress(self, fraction: float) -> None:
+        """Anneal step sizes linearly to 0 as training goes from 0 to 1 (if enabled)."""
+        if not self.lr_anneal:
+            return
+        for opt, base in self._optimisers():
+            for g in opt.param_groups:
+                g["lr"] = base * max(1.0 - fraction, 0.0)
+
+    def act(self, obs: Mapping[str, np.ndarray], greedy: bool = False) -> Actions:
+        if self.algo == "maddpg":
+            return self.maddpg.act(obs, greedy)
+        acts = self.group.act(np.stack([obs[a] for a in self.ids]), greedy)
+        return dict(zip(self.ids, acts, strict=True))
+
+    def observe(self, obs, actions, rewards, next_obs, done: bool) -> None:
+        if self.algo == "maddpg":
+            self.maddpg.observe(obs, actions, rewards, next_obs, done)
+            return
+        self.group.observe(np.array([rewards[a] for a in self.ids]),
+                           np.stack([next_obs[a] for a in self.ids]), done)
+
+    def end_episode(self) -> dict[str, float]:
+        """Called after each training day; runs the on-policy update when it is due."""
+        if self.algo == "maddpg":
+            return {}
+        self.episodes_in_rollout += 1
+        if self.episodes_in_rollout < self.rollout_days:
+            return {}
+        self.episodes_in_rollout = 0
+        stats = cooperative_update(self.group, self.cfg.epochs, self.weights,
+                                   self.cfg.consensus_period)
+        stats["critic_disagreement"] = critic_disagreement(self.group, self.ids)
+        return stats
+
+    def state_dict(self) -> dict[str, Any]:
+        core = self.maddpg.state_dict() if self.algo == "maddpg" else self.group.state_dict()
+        return {"algo": self.algo, "core": core, "episodes_in_rollout": self.episodes_in_rollout}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["algo"] != self.algo:
+            raise ValueError(f"checkpoint is for {state['algo']!r}, not {self.algo!r}")
+        if self.algo == "maddpg":
+            self.maddpg.load_state_dict(state["core"])
+        else:
+            self.group.load_state_dict(state["core"])
+        self.episodes_in_rollout = state["episodes_in_rollout"]
+
+
+# ---- running days ------------------------------------------------------------------
+
+def run_day(env: PeerGridEnv, day: int, choose: Callable[[dict], Actions],
+            team: Team | None = None,
+            on_round: Callable[[list[RoundRecord], dict, dict], None] | None = None,
+            ) -> tuple[list[RoundRecord], list[dict]]:
+    """One day (episode) of ``env``; with ``team``, feed it every transition."""
+    obs, _ = env.reset(options={"day": day})
+    records: list[RoundRecord] = []
+    grid_rows: list[dict] = []
+    while env.agents:
+        actions = choose(obs)
+        next_obs, rewards, _, trunc, infos = env.step(actions)
+        done = all(trunc.values())
+        if team is not None:
+            team.observe(obs, actions, rewards, next_obs, done)
+        day_records = [infos[a]["record"] for a in env.possible_agents]
+        records += day_records
+        grid_rows.append(env.last_grid)
+        if on_round is not None:
+            on_round(day_records, env.last_market, env.last_grid)
+        obs = next_obs
+    return records, grid_rows
+
+
+def window_metrics(records: list[RoundRecord], grid_rows: list[dict], s: Scenario
+                   ) -> dict[str, float]:
+    """Totals over the evaluated days (team reward: mean over agents of summed reward)."""
+    df = pd.DataFrame([r.as_dict() for r in records])
+    grid = pd.DataFrame(grid_rows)
+    vm = grid[[c for c in grid.columns if c.startswith("vm_pu.")]].to_numpy(dtype=float)
+    out_of_limits = violation_pu(vm, s.feeder.vm_min_pu, s.feeder.vm_max_pu) > 0
+    n_agents = df.agent.nunique()
+    return {
+        "team_reward": float(df.reward.sum() / n_agents),
+        "community_cost": float(df.payment.sum()),
+        "voltage_penalty": float(df.voltage_penalty.sum()),
+        "voltage_violations": int((out_of_limits | ~grid.converged.to_numpy()[:, None]).any(1).sum()),
+        "p2p_kwh": float(df.p2p_sold_kwh.sum()),
+        "vm_max_pu": float(np.nanmax(vm)),
+        "vm_min_pu": float(np.nanmin(vm)),
+        **{f"reward.{a}": float(g.reward.sum()) for a, g in df.groupby("agent")},
+    }
+
+
+def evaluate_choice(scenario: Scenario, choose: Callable[[dict], Actions],
+                    env: PeerGridEnv | None = None, writer: RunWriter | None = None
+                    ) -> dict[str, float]:
+    """Run every day of the scenario window with ``choose``; metrics over the window."""
+    env = env or PeerGridEnv(scenario)
+    records, grid_rows = [], []
+    for day in range(env.community.days):
+        r, g = run_day(env, day, choose, on_round=writer.write_round if writer else None)
+        records += r
+        grid_rows += g
+    return window_metrics(records, grid_rows, scenario)
+
+
+# ---- training ----------------------------------------------------------------------
+
+class _Csv:
+    def __init__(self, path: Path, keep_until_episode: int | None) -> None:
+        self.path = path
+        rows: list[dict] = []
+        if keep_until_episode is not None and path.is_file():
+            with open(path, newline="") as f:
+                rows = [r for r in csv.DictReader(f) if int(r["episode"]) <= keep_until_episode]
+        self.rows = rows
+
+    def append(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        fields = list(dict.fromkeys(k for r in self.rows for k in r))
+        with open(self.path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields)
+            w.writeheader()
+            w.writerows(self.rows)
+
+
+def train(scenario: Scenario, source: str, algo: str, seed: int, out: str | Path,
+          episodes: int | None = None, resume: bool = False, progress: bool = True,
+          tensorboard: bool = True) -> Path:
+    """Train ``algo`` with ``seed``; evaluate every ``eval_every`` episodes; checkpoint."""
+    torch.set_num_threads(1)
+    out = Path(out)
+    ckpt_path = out / "checkpoint.pt"
+    episodes = episodes or scenario.algo.episodes
+    if not resume and out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"--out {out}: not empty; pass --resume to continue that run")
+    out.mkdir(parents=True, exist_ok=True)
+
+    train_env = PeerGridEnv(training_window(scenario))
+    eval_env = PeerGridEnv(scenario)
+    team = Team(algo, scenario, train_env.community, seed)
+    day_rng = stream(seed, "train-days")
+    start_episode = 0
+    if resume:
+        state = torch.load(ckpt_path, weights_only=False)
+        team.load_state_dict(state["team"])
+        day_rng.bit_generator.state = state["day_rng"]
+        start_episode = state["episode"]
+    else:
+        write_manifest(out, source, scenario, runtime="in-process", algo=algo, train_seed=seed,
+                       episodes=episodes)
+    metrics = _Csv(out / "metrics.csv", start_episode if resume else None)
+    evals = _Csv(out / "eval.csv", start_episode if resume else None)
+    tb = None
+    if tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+
+        tb = SummaryWriter(str(out / "tb"), purge_step=start_episode + 1 if resume else None)
+
+    episode_iter = range(start_episode, episodes)
+    if progress:
+        from tqdm import tqdm
+
+        episode_iter = tqdm(episode_iter, desc=f"train {algo} seed {seed}", unit="episode",
+                            initial=start_episode, total=episodes)
+    started = time.perf_counter()
+    for episode in episode_iter:
+        day = int(day_rng.integers(train_env.community.days))
+        # the step-size schedule follows algo.episodes, whatever --episodes stops at,
+        # so that a run stopped and resumed is the run that never stopped
+        team.set_progress(episode / scenario.algo.episodes)
+        records, grid_rows = run_day(train_env, day, lambda o: team.act(o), team)
+        stats = team.end_episode()
+        row = {"episode": episode + 1, "day": day,
+               **window_metrics(records, grid_rows, scenario), **stats}
+        metrics.append(row)
+        if tb is not None:
+            for k in ("team_reward", "community_cost", "voltage_violations", "p2p_kwh"):
+                tb.add_scalar(f"train/{k}", row[k], episode + 1)
+        if (episode + 1) % scenario.algo.eval_every == 0 or episode + 1 == episodes:
+            ev = {"episode": episode + 1,
+                  **evaluate_choice(scenario, lambda o: team.act(o, greedy=True), eval_env)}
+            evals.append(ev)
+            if tb is not None:
+                for k in ("team_reward", "community_cost", "voltage_violations", "p2p_kwh",
+                          "vm_max_pu", "vm_min_pu"):
+                    tb.add_scalar(f"eval/{k}", ev[k], episode + 1)
+            torch.save({"team": team.state_dict(), "day_rng": day_rng.bit_generator.state,
+                        "episode": episode + 1, "algo": algo, "seed": seed}, ckpt_path)
+    if tb is not None:
+        tb.close()
+    (out / "timing.txt").write_text(
+        f"wall_s {time.perf_counter() - started:.2f}\nepisodes {episodes - start_episode}\n")
+    return out
+
+
+def load_team(run_dir: str | Path) -> tuple[Team, Scenario, dict[str, Any]]:
+    """The trained team of a run directory, with its scenario and manifest."""
+    manifest = read_manifest(run_dir)
+    data = dict(manifest["scenario"])
+    if data.get("agents"):
+        data["placement"] = None  # agents were already generated from it
+    scenario = Scenario.model_validate(data)
+    state = torch.load(Path(run_dir) / "checkpoint.pt", weights_only=False)
+    team = Team(state["algo"], scenario, Community(training_window(scenario), days=1),
+                state["seed"])
+    team.load_state_dict(state["team"])
+    return team, scenario, manifest
+
+
+def evaluate_run(run_dir: str | Path, out: str | Path, force: bool = False) -> dict[str, float]:
+    """Greedy policy of a trained run on its evaluation days, logged like `simulate`."""
+    from peergrid.scenarios.simulate import prepare_run_dir
+
+    team, scenario, manifest = load_team(run_dir)
+    out = prepare_run_dir(out, force)
+    env = PeerGridEnv(scenario)
+    write_manifest(out, manifest["scenario_source"], scenario, runtime="in-process",
+                   policy=f"{team.algo} ({run_dir})", days=env.community.days,
+                   start=env.community.start.isoformat(), episodes_reset_daily=True)
+    with RunWriter(out) as writer:
+        return evaluate_choice(scenario, lambda o: team.act(o, greedy=True), env, writer)
