@@ -64,3 +64,20 @@ def test_bad_scenario_exits_2_naming_file_field_and_value(tmp_path):
 def test_logs_on_a_missing_run_is_a_clear_error(tmp_path):
     res = peergrid("logs", "summarize", str(tmp_path / "nothing"))
     assert res.returncode == 2 and "manifest.json" in res.stderr
+
+
+def test_train_then_evaluate_writes_checked_records(tmp_path):
+    run = tmp_path / "cons"
+    res = peergrid("train", "--scenario", "ieee13", "--algo", "consensus", "--seed", "3",
+                   "--episodes", "4", "--out", str(run), "--quiet")
+    assert res.returncode == 0, res.stderr
+    for name in ("metrics.csv", "eval.csv", "checkpoint.pt", "manifest.json"):
+        assert (run / name).is_file(), name
+    assert list((run / "tb").iterdir())  # TensorBoard event file
+    again = peergrid("train", "--scenario", "ieee13", "--out", str(run), "--quiet")
+    assert again.returncode == 2 and "--resume" in again.stderr  # nothing overwritten
+    res = peergrid("evaluate", str(run))
+    assert res.returncode == 0, res.stderr
+    assert "Community (13 agents, 168 rounds" in res.stdout
+    check = peergrid("logs", "check", str(run / "evaluation"))
+    assert check.stdout.strip() == "all invariants hold"

@@ -1,0 +1,274 @@
+"""Learners on small cases with known answers, the communication graph, training runs."""
+
+from __future__ import annotations
+
+import networkx as nx
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from peergrid.agents.learners.config import LearnerConfig
+from peergrid.agents.learners.consensus import consensus_step, critic_disagreement
+from peergrid.agents.learners.maddpg import MADDPG
+from peergrid.agents.learners.ppo import PPOGroup, PPOLearner, gae
+from peergrid.agents.spaces import ACTION_DIM, OBS_DIM
+from peergrid.comms.topology import (
+    TopologyError,
+    build_graph,
+    consensus_average,
+    metropolis_weights,
+)
+
+SMALL = LearnerConfig(hidden_sizes=[16, 16])
+
+
+# ---- communication graph ------------------------------------------------------------
+
+@settings(max_examples=60, deadline=None)
+@given(kind=st.sampled_from(["complete", "ring", "line", "star", "random_geometric"]),
+       n=st.integers(2, 12), seed=st.integers(0, 1000))
+def test_metropolis_weights_are_doubly_stochastic_on_the_graph(kind, n, seed):
+    agents = [f"a{i}" for i in range(n)]
+    g = build_graph(kind, agents, seed=seed, radius=0.6, allow_disconnected=True)
+    c = metropolis_weights(g, agents)
+    assert np.allclose(c.sum(axis=0), 1.0) and np.allclose(c.sum(axis=1), 1.0)
+    assert (c >= 0).all()
+    for i, a in enumerate(agents):
+        for j, b in enumerate(agents):
+            if i != j and not g.has_edge(a, b):
+                assert c[i, j] == 0.0
+
+
+def test_disconnected_graph_is_rejected_unless_allowed():
+    agents = [f"a{i}" for i in range(6)]
+    with pytest.raises(TopologyError, match="connected"):
+        build_graph("random_geometric", agents, seed=1, radius=0.05)
+    g = build_graph("random_geometric", agents, seed=1, radius=0.05, allow_disconnected=True)
+    assert not nx.is_connected(g)
+
+
+def test_feeder_topology_joins_agents_on_the_same_or_adjacent_buses():
+    agents = ["x", "y", "z", "w"]
+    bus = {"x": "1", "y": "1", "z": "2", "w": "3"}
+    g = build_graph("feeder", agents, agent_bus=bus, feeder_edges=[("1", "2"), ("2", "3")])
+    assert set(map(frozenset, g.edges)) == {frozenset(e) for e in
+                                            [("x", "y"), ("x", "z"), ("y", "z"), ("z", "w")]}
+
+
+def test_consensus_average_renormalises_over_what_arrived():
+    values = {"a": np.array([0.0]), "b": np.array([3.0])}
+    got = consensus_average("a", values, {"a": 0.5, "b": 0.25, "c": 0.25})
+    assert got == pytest.approx([1.0])  # (0.5*0 + 0.25*3) / 0.75
+
+
+# ---- consensus on critics ---------------------------------------------------------
+
+def _group(n: int, cfg: LearnerConfig = SMALL) -> PPOGroup:
+    return PPOGroup([f"a{i}" for i in range(n)], OBS_DIM, ACTION_DIM, cfg,
+                    seeds=[100 + i for i in range(n)])
+
+
+@pytest.mark.parametrize("kind", ["ring", "line", "star"])
+def test_consensus_drives_critics_to_the_average_of_their_initial_parameters(kind):
+    group = _group(6)
+    order = group.ids
+    c = metropolis_weights(build_graph(kind, order), order)
+    initial_mean = np.mean([group.critic_parameters(a) for a in order], axis=0)
+    assert critic_disagreement(group, order) > 0.5
+    for _ in range(400):
+        consensus_step(group, order, c)
+        mean = np.mean([group.critic_parameters(a) for a in order], axis=0)
+        assert np.max(np.abs(mean - initial_mean)) < 1e-5  # doubly stochastic: mean kept
+    for a in order:
+        assert np.max(np.abs(group.critic_parameters(a) - initial_mean)) < 1e-4
+
+
+def test_consensus_exchanges_critics_only():
+    group = _group(3)
+    actors = [group.actor.agent_vector(i) for i in range(3)]
+    consensus_step(group, group.ids, metropolis_weights(build_graph("complete", group.ids),
+                                                        group.ids))
+    for i in range(3):
+        assert np.array_equal(actors[i], group.actor.agent_vector(i))
+
+
+def test_an_agent_learns_the_same_alone_or_stacked_with_others():
+    cfg = LearnerConfig(hidden_sizes=[16], epochs=3, minibatch=8)
+    group = _group(3, cfg)
+    alone = PPOLearner("a1", OBS_DIM, ACTION_DIM, cfg, seed=101)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        obs = rng.standard_normal((3, OBS_DIM)).astype(np.float32)
+        nxt = rng.standard_normal((3, OBS_DIM)).astype(np.float32)
+        rew = rng.standard_normal(3)
+        assert np.array_equal(group.act(obs)[1], alone.act(obs[1]))
+        group.observe(rew, nxt, done=False)
+        alone.observe(rew[1], nxt[1], done=False)
+    group.begin_update()
+    alone.begin_update()
+    for _ in range(cfg.epochs):
+        group.update_epoch()
+        alone.update_epoch()
+    group.end_update()
+    alone.end_update()
+    np.testing.assert_allclose(group.actor.agent_vector(1), alone.actor_parameters(), atol=1e-6)
+    np.testing.assert_allclose(group.critic_parameters("a1"), alone.critic_parameters(),
+                               atol=1e-6)
+
+
+# ---- critic and advantage ------------------------------------------------------------
+
+def test_gae_known_answer():
+    adv, ret = gae(np.array([1.0, 1.0, 1.0]), np.zeros(3), np.zeros(3),
+                   np.array([0.0, 0.0, 1.0]), gamma=0.5, lam=1.0)
+    assert ret == pytest.approx([1.75, 1.5, 1.0])
+    assert adv == pytest.approx(ret)
+
+
+def test_one_td_step_moves_the_critic_towards_its_target_by_the_step_size():
+    lr = LearnerConfig(hidden_sizes=[8], lr_critic=1e-3)
+    learner = PPOLearner("a", OBS_DIM, ACTION_DIM, lr, seed=3)
+    s = np.full(OBS_DIM, 0.2, np.float32)
+    before = learner.critic_parameters()
+    v0 = learner.value(s)
+    learner.critic_step(s, v0 + 1.0)  # TD target r + γV(s') one unit above V(s)
+    # Adam's first step moves every parameter with a gradient by lr (sign of the gradient)
+    moved = np.abs(learner.critic_parameters() - before)
+    assert np.allclose(moved[moved > 0], 1e-3, rtol=1e-3)
+    assert learner.value(s) > v0
+
+
+def test_td_on_a_fixed_self_loop_converges_to_the_discounted_value():
+    cfg = LearnerConfig(hidden_sizes=[8], lr_critic=1e-2, gamma=0.5)
+    learner = PPOLearner("a", OBS_DIM, ACTION_DIM, cfg, seed=4)
+    s = np.full(OBS_DIM, 0.1, np.float32)
+    for _ in range(1500):  # V(s) ← r + γ V(s), r = 1: fixed point 1 / (1 − γ) = 2
+        learner.critic_step(s, 1.0 + cfg.gamma * learner.value(s))
+    assert learner.value(s) == pytest.approx(2.0, abs=1e-2)
+
+
+def test_ppo_learns_the_best_action_of_a_bandit():
+    cfg = LearnerConfig(hidden_sizes=[16], lr_actor=3e-3, epochs=8, minibatch=32)
+    learner = PPOLearner("a", OBS_DIM, ACTION_DIM, cfg, seed=5)
+    obs = np.zeros(OBS_DIM, np.float32)
+    best = np.array([-0.4, 0.8])
+    for _ in range(60):
+        for _ in range(64):
+            a = learner.act(obs)
+            learner.observe(-float(np.sum((a - best) ** 2)), obs, done=True)
+        learner.begin_update()
+        for _ in range(cfg.epochs):
+            learner.update_epoch()
+        learner.end_update()
+    assert learner.act(obs, greedy=True) == pytest.approx(best, abs=0.1)
+
+
+# ---- MADDPG --------------------------------------------------------------------------
+
+def test_maddpg_critic_sees_every_agents_observation_and_action():
+    team = MADDPG(["a", "b", "c"], OBS_DIM, ACTION_DIM, SMALL, seeds=[1, 2, 3])
+    assert team.critic_input_dim == 3 * (OBS_DIM + ACTION_DIM)
+    obs = torch.zeros(1, 3, OBS_DIM)
+    act = torch.zeros(1, 3, ACTION_DIM, requires_grad=True)
+    team.q(0, obs, act).sum().backward()
+    assert act.grad[0, 2].abs().sum() > 0  # agent a's critic depends on agent c's action
+    changed = act.detach().clone()
+    changed[0, 2, 0] = 1.0
+    assert team.q(0, obs, changed).item() != team.q(0, obs, act.detach()).item()
+
+
+def test_maddpg_actor_needs_only_its_own_observation():
+    team = MADDPG(["a", "b"], OBS_DIM, ACTION_DIM, SMALL, seeds=[1, 2])
+    assert team.actor.weights[0].shape[1] == OBS_DIM
+    obs = {"a": np.zeros(OBS_DIM, np.float32), "b": np.ones(OBS_DIM, np.float32)}
+    acts = team.act(obs, greedy=True)
+    changed = team.act({"a": obs["a"], "b": -obs["b"]}, greedy=True)
+    assert np.array_equal(acts["a"], changed["a"])  # b's observation does not move a's actor
+    assert all(-1 <= v[0] <= 1 and 0 <= v[1] <= 1 for v in acts.values())
+
+
+def test_maddpg_critic_regresses_to_a_constant_reward():
+    cfg = LearnerConfig(hidden_sizes=[16], gamma=0.0, batch_size=32, update_every=1,
+                        lr_critic=1e-2)
+    team = MADDPG(["a", "b"], OBS_DIM, ACTION_DIM, cfg, seeds=[1, 2], seed=0)
+    o = {"a": np.zeros(OBS_DIM, np.float32), "b": np.zeros(OBS_DIM, np.float32)}
+    for _ in range(400):
+        acts = team.act(o)
+        team.observe(o, acts, {"a": 1.0, "b": -2.0}, o, done=True)
+    obs = torch.zeros(1, 2, OBS_DIM)
+    with torch.no_grad():
+        q = team.q_all(obs, team.policies(obs))
+    assert q[0].item() == pytest.approx(1.0, abs=0.1)
+    assert q[1].item() == pytest.approx(-2.0, abs=0.1)
+
+
+# ---- training runs -------------------------------------------------------------------
+
+@pytest.fixture()
+def quick(ieee13_scenario):
+    s = ieee13_scenario
+    algo = s.algo.model_copy(update={"eval_every": 2, "rollout_days": 2, "epochs": 2,
+                                     "hidden_sizes": [16], "batch_size": 16})
+    meta = s.scenario.model_copy(update={"days": 1})
+    return s.model_copy(update={"algo": algo, "scenario": meta})
+
+
+@pytest.mark.parametrize("algo", ["consensus", "ippo", "maddpg"])
+def test_training_resumes_exactly(quick, algo, tmp_path):
+    from peergrid.scenarios.train import load_team, train
+
+    train(quick, "q.toml", algo, 7, tmp_path / "straight", episodes=4, progress=False,
+          tensorboard=False)
+    train(quick, "q.toml", algo, 7, tmp_path / "split", episodes=2, progress=False,
+          tensorboard=False)
+    train(quick, "q.toml", algo, 7, tmp_path / "split", episodes=4, resume=True,
+          progress=False, tensorboard=False)
+    a = pd.read_csv(tmp_path / "straight" / "metrics.csv")
+    b = pd.read_csv(tmp_path / "split" / "metrics.csv")
+    pd.testing.assert_frame_equal(a, b)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "straight" / "eval.csv"),
+                                  pd.read_csv(tmp_path / "split" / "eval.csv"))
+    ta, _, _ = load_team(tmp_path / "straight")
+    tb, _, _ = load_team(tmp_path / "split")
+    obs = {a: np.full(OBS_DIM, 0.3, np.float32) for a in ta.ids}
+    for x, y in zip(ta.act(obs, greedy=True).values(), tb.act(obs, greedy=True).values(),
+                    strict=True):
+        assert np.array_equal(x, y)
+
+
+def test_consensus_training_ends_each_update_with_one_critic_ippo_does_not(quick, tmp_path):
+    from peergrid.scenarios.train import train
+
+    # on a complete graph Metropolis weights are 1/n: one consensus step is the exact mean
+    complete = quick.model_copy(update={"comms": quick.comms.model_copy(
+        update={"topology": "complete"})})
+    for algo in ("consensus", "ippo"):
+        train(complete, "q.toml", algo, 1, tmp_path / algo, episodes=4, progress=False,
+              tensorboard=False)
+    gap = {algo: pd.read_csv(tmp_path / algo / "metrics.csv").critic_disagreement.dropna()
+           for algo in ("consensus", "ippo")}
+    assert len(gap["consensus"]) == 2  # two updates of two episodes each
+    assert gap["consensus"].max() < 1e-5
+    assert gap["ippo"].min() > 0.1
+
+
+def test_the_optimum_costs_no_more_than_any_policy(ieee13_scenario):
+    from peergrid.scenarios.env import PeerGridEnv
+    from peergrid.scenarios.experiment import optimum_metrics, reference_metrics
+
+    one_day = ieee13_scenario.model_copy(
+        update={"scenario": ieee13_scenario.scenario.model_copy(update={"days": 1})})
+    best = optimum_metrics(one_day)
+    for policy in ("nop2p", "selfconsume", "rule"):
+        assert best["community_cost"] <= reference_metrics(one_day, policy)["community_cost"]
+    env = PeerGridEnv(one_day)
+    from peergrid.scenarios.optimum import optimal_day_schedule
+
+    schedule = optimal_day_schedule(env.community, 0)
+    for i, p in enumerate(env.community.prosumers):
+        b = p.spec.battery
+        assert (schedule[:, i] <= b.charge_kw_max + 1e-9).all()
+        assert (schedule[:, i] >= -b.discharge_kw_max - 1e-9).all()
