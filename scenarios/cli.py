@@ -107,6 +107,45 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_kill(text: str) -> dict:
+    """a05@6:9 → kill a05 at round 6, restart before round 9 (a05@6: stays down)."""
+    try:
+        agent, rest = text.split("@")
+        at, _, restart = rest.partition(":")
+        return {"agent": agent, "at_round": int(at),
+                "restart_round": int(restart) if restart else None}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--kill {text!r}: expected AGENT@ROUND[:RESTART]") from None
+
+
+def _cmd_deploy(args: argparse.Namespace) -> int:
+    from peergrid.scenarios.deploy import deploy, with_faults
+    from peergrid.scenarios.loader import load_scenario, resolve
+    from peergrid.scenarios.report import format_summary, write_summary
+
+    scenario = load_scenario(args.scenario)
+    kills = [*(k.model_dump() for k in scenario.deploy.kills), *(args.kill or [])]
+    scenario = with_faults(scenario, latency_ms=args.latency_ms, jitter_ms=args.jitter_ms,
+                           drop=args.drop, base_port=args.base_port,
+                           bid_deadline_ms=args.bid_deadline_ms,
+                           signal_timeout_ms=args.signal_timeout_ms,
+                           kills=kills if args.kill else None)
+    out, exits = deploy(scenario, resolve(args.scenario).name, args.policy, args.out,
+                        days=args.days, seed=args.seed, learn=args.learn, force=args.force)
+    print(format_summary(write_summary(out)))
+    bad = {n: c for n, c in exits.items() if c not in (0, None) and "#" not in n}
+    print(f"\nprocesses: {len(exits)}; exit codes other than 0: {bad or 'none'}")
+    print(f"logs: {out}/agents/*.jsonl (records), {out}/nodes/*.jsonl (messages, faults)")
+    return 0 if not bad else 1
+
+
+def _cmd_node(args: argparse.Namespace) -> int:
+    from peergrid.comms.launcher import run_node
+
+    run_node(args.role, args.id or args.role, args.config, args.incarnation)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="peergrid", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -160,6 +199,33 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--force", action="store_true")
     ex.add_argument("--quiet", action="store_true")
     ex.set_defaults(func=_cmd_experiment)
+
+    dp = sub.add_parser("deploy", help="run the market as separate processes over ZeroMQ")
+    dp.add_argument("--scenario", default="ieee13")
+    dp.add_argument("--policy", default="rule",
+                    help="rule | nop2p | selfconsume | consensus | ippo (fresh learners) | "
+                    "a training run directory (frozen policy)")
+    dp.add_argument("--learn", action="store_true", help="a trained run keeps learning")
+    dp.add_argument("--days", type=int, default=1)
+    dp.add_argument("--seed", type=int, default=0, help="learner seed (as for train)")
+    dp.add_argument("--out", required=True)
+    dp.add_argument("--force", action="store_true")
+    dp.add_argument("--latency-ms", type=float, default=None)
+    dp.add_argument("--jitter-ms", type=float, default=None)
+    dp.add_argument("--drop", type=float, default=None, help="message loss probability")
+    dp.add_argument("--kill", type=_parse_kill, action="append",
+                    help="AGENT@ROUND[:RESTART_ROUND], repeatable")
+    dp.add_argument("--bid-deadline-ms", type=float, default=None)
+    dp.add_argument("--signal-timeout-ms", type=float, default=None)
+    dp.add_argument("--base-port", type=int, default=None)
+    dp.set_defaults(func=_cmd_deploy)
+
+    nd = sub.add_parser("node", help="run one node of a deployment (for several hosts)")
+    nd.add_argument("role", choices=("market", "grid", "prosumer"))
+    nd.add_argument("--id", default=None, help="agent id (prosumer nodes)")
+    nd.add_argument("--config", required=True, help="the deployment's deploy.json")
+    nd.add_argument("--incarnation", type=int, default=0, help="> 0: resume from checkpoint")
+    nd.set_defaults(func=_cmd_node)
 
     sc = sub.add_parser("scenario", help="list, check or show scenario files")
     ssub = sc.add_subparsers(dest="scenario_cmd", required=True)

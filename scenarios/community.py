@@ -49,6 +49,72 @@ def make_solver(scenario: Scenario) -> Solver:
     return ZBusSolver(net) if feeder.solver == "fast" else PandapowerSolver(net)
 
 
+class Clock:
+    """Times, hours and day/round numbering of a scenario window."""
+
+    def __init__(self, scenario: Scenario, days: int | None = None,
+                 start: dt.date | None = None) -> None:
+        meta = scenario.scenario
+        self.start = start or meta.start
+        self.days = days or meta.days
+        self.dt_h = meta.step_min / 60.0
+        self.steps_per_day = 24 * 60 // meta.step_min
+        self.n_rounds = self.days * self.steps_per_day
+        self.times = pd.date_range(pd.Timestamp(self.start), periods=self.n_rounds,
+                                   freq=f"{meta.step_min}min")
+        self.hours = self.times.hour.to_numpy()
+        self.hour_frac = (self.times.hour + self.times.minute / 60.0).to_numpy()
+
+    def episode_round(self, k: int) -> tuple[int, int]:
+        return k // self.steps_per_day, k % self.steps_per_day
+
+
+def build_prosumer(scenario: Scenario, a: AgentConfig, clock: Clock) -> Prosumer:
+    """One agent's prosumer actor with its profile window (what a prosumer node builds)."""
+    step_min = scenario.scenario.step_min
+    retail, feed_in = scenario.tariff.hourly()
+    load = a.load_peak_kw * profiles.window(
+        profiles.load_factor(a.load_profile, step_min), clock.start, clock.days)
+    pv = np.zeros_like(load) if a.pv_profile is None else a.pv_kwp * profiles.window(
+        profiles.pv_factor(a.pv_profile, step_min), clock.start, clock.days)
+    initial = PublicSignals(feed_in[0], retail[0], 1.0, scenario.feeder.slack_vm_pu)
+    return Prosumer(prosumer_spec(a), load, pv, clock.dt_h, initial)
+
+
+def market_row(key: dict[str, Any], market: MarketResult) -> dict[str, Any]:
+    """The market.jsonl row of one round."""
+    c = market.clearing
+    return {
+        **key, "tsp_kwh": c.tsp_kwh, "tbp_kwh": c.tbp_kwh, "sdr": c.sdr,
+        "p2p_kwh": c.p2p_kwh, "sell_price": c.sell_price_per_kwh,
+        "buy_price": c.buy_price_per_kwh,
+        "retail_price": c.tariff.retail_price_per_kwh,
+        "feed_in_price": c.tariff.feed_in_price_per_kwh,
+    }
+
+
+def grid_row(key: dict[str, Any], signal: GridSignal, grid: GridOperator) -> dict[str, Any]:
+    """The grid.jsonl row of one round."""
+    result = grid.last_result
+    loading = result.line_loading_pct if result is not None else np.array([])
+    names = grid.solver.line_names if result is not None else []
+    return {
+        **key, "converged": signal.converged,
+        "max_line_loading_pct": signal.max_line_loading_pct,
+        "lines_overloaded": int(np.sum(np.asarray(loading) > 100.0)),
+        **{f"vm_pu.{b}": v for b, v in signal.vm_pu.items()},
+        **{f"loading_pct.{n}": float(x) for n, x in zip(names, loading, strict=True)},
+    }
+
+
+def make_grid_operator(scenario: Scenario, dt_h: float) -> GridOperator:
+    feeder = scenario.feeder
+    return GridOperator(
+        make_solver(scenario), {a.id: a.bus for a in scenario.agents}, dt_h,
+        feeder.vm_min_pu, feeder.vm_max_pu, feeder.voltage_penalty_per_pu, feeder.penalty_scope,
+    )
+
+
 @dataclass(frozen=True)
 class RoundOutcome:
     records: list[RoundRecord]
@@ -61,42 +127,24 @@ class Community:
 
     def __init__(self, scenario: Scenario, days: int | None = None,
                  start: dt.date | None = None) -> None:
-        meta = scenario.scenario
         self.scenario = scenario
-        self.start = start or meta.start
-        self.days = days or meta.days
-        self.dt_h = meta.step_min / 60.0
-        self.steps_per_day = 24 * 60 // meta.step_min
-        self.n_rounds = self.days * self.steps_per_day
-        self.times = pd.date_range(pd.Timestamp(self.start), periods=self.n_rounds,
-                                   freq=f"{meta.step_min}min")
-        self.hours = self.times.hour.to_numpy()
-        self.hour_frac = (self.times.hour + self.times.minute / 60.0).to_numpy()
+        self.clock = Clock(scenario, days, start)
+        c = self.clock
+        self.start, self.days, self.dt_h = c.start, c.days, c.dt_h
+        self.steps_per_day, self.n_rounds = c.steps_per_day, c.n_rounds
+        self.times, self.hours, self.hour_frac = c.times, c.hours, c.hour_frac
 
         retail, feed_in = scenario.tariff.hourly()
         self.market = MarketOperator(retail, feed_in)
         self.price_ref = max(retail)
-
-        feeder = scenario.feeder
-        self.grid = GridOperator(
-            make_solver(scenario), {a.id: a.bus for a in scenario.agents}, self.dt_h,
-            feeder.vm_min_pu, feeder.vm_max_pu, feeder.voltage_penalty_per_pu,
-            feeder.penalty_scope,
-        )
-        initial = PublicSignals(feed_in[0], retail[0], 1.0, feeder.slack_vm_pu)
-        self.prosumers: list[Prosumer] = []
-        for a in scenario.agents:
-            load = a.load_peak_kw * profiles.window(
-                profiles.load_factor(a.load_profile, meta.step_min), self.start, self.days)
-            pv = np.zeros_like(load) if a.pv_profile is None else a.pv_kwp * profiles.window(
-                profiles.pv_factor(a.pv_profile, meta.step_min), self.start, self.days)
-            self.prosumers.append(Prosumer(prosumer_spec(a), load, pv, self.dt_h, initial))
+        self.grid = make_grid_operator(scenario, self.dt_h)
+        self.prosumers = [build_prosumer(scenario, a, c) for a in scenario.agents]
         self.agent_ids = [p.spec.agent_id for p in self.prosumers]
 
     # ---- clock ---------------------------------------------------------------------
 
     def episode_round(self, k: int) -> tuple[int, int]:
-        return k // self.steps_per_day, k % self.steps_per_day
+        return self.clock.episode_round(k)
 
     def reset(self) -> None:
         for p in self.prosumers:
@@ -136,26 +184,7 @@ class Community:
         """Market-wide and grid-wide rows for round ``k`` (market.jsonl, grid.jsonl)."""
         episode, rnd = self.episode_round(k)
         key = {"episode": episode, "round": rnd, "time": self.times[k].isoformat()}
-        c = market.clearing
-        market_row = {
-            **key, "tsp_kwh": c.tsp_kwh, "tbp_kwh": c.tbp_kwh, "sdr": c.sdr,
-            "p2p_kwh": c.p2p_kwh, "sell_price": c.sell_price_per_kwh,
-            "buy_price": c.buy_price_per_kwh,
-            "retail_price": c.tariff.retail_price_per_kwh,
-            "feed_in_price": c.tariff.feed_in_price_per_kwh,
-        }
-        result = self.grid.last_result
-        loading = result.line_loading_pct if result is not None else np.array([])
-        names = self.grid.solver.line_names if result is not None else []
-        grid_row = {
-            **key, "converged": signal.converged,
-            "max_line_loading_pct": signal.max_line_loading_pct,
-            "lines_overloaded": int(np.sum(np.asarray(loading) > 100.0)),
-            **{f"vm_pu.{b}": v for b, v in signal.vm_pu.items()},
-            **{f"loading_pct.{n}": float(x)
-               for n, x in zip(names, loading, strict=True)},
-        }
-        return market_row, grid_row
+        return market_row(key, market), grid_row(key, signal, self.grid)
 
     def run_round(self, k: int, actions: Mapping[str, np.ndarray]) -> RoundOutcome:
         """All stages of round ``k`` for the given actions (the env's path)."""

@@ -136,3 +136,11 @@ def load_scenario(name_or_path: str | Path, days: int | None = None) -> Scenario
     if days is not None:
         data.setdefault("scenario", {})["days"] = days
     return parse_scenario(data, source)
+
+
+def scenario_from_dump(data: dict[str, Any]) -> Scenario:
+    """A scenario written by ``model_dump`` (a manifest, a deployment file)."""
+    data = dict(data)
+    if data.get("agents"):
+        data["placement"] = None  # the agents were already generated from it
+    return Scenario.model_validate(data)

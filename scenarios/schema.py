@@ -187,6 +187,54 @@ class CommsConfig(_Section):
     )
 
 
+class PartitionConfig(_Section):
+    a: str = Field(description="One end: an agent id, 'market' or 'grid'.")
+    b: str = Field(description="The other end.")
+    start_round: int = Field(ge=0, description="First global round (day x rounds + round) cut.")
+    end_round: int = Field(ge=0, description="Last global round cut (inclusive).")
+
+
+class KillConfig(_Section):
+    agent: str = Field(description="Agent whose process is killed.")
+    at_round: int = Field(ge=0, description="Global round at whose start it is killed.")
+    restart_round: int | None = Field(
+        default=None, ge=0,
+        description="Global round before which it is restarted from its checkpoint "
+        "(None: stays down).",
+    )
+
+
+class DeployConfig(_Section):
+    """The distributed runtime (`peergrid deploy`): endpoints, deadlines and faults."""
+
+    host: str = Field(default="127.0.0.1", description="Interface the operators bind to.")
+    base_port: int = Field(
+        default=27100, ge=1024, le=65000,
+        description="Inbox (ROUTER) ports: market = base, grid = base+1, agent i = base+10+i. "
+        "The default stays below Linux's ephemeral range (32768+).",
+    )
+    bid_deadline_ms: float = Field(
+        default=2000.0, gt=0,
+        description="The market clears with the bids it has when this expires.",
+    )
+    signal_timeout_ms: float = Field(
+        default=2000.0, gt=0,
+        description="An agent that has not heard its settlement or the voltages by then "
+        "books the round without them (grid-only / last known voltage, flagged).",
+    )
+    consensus_timeout_ms: float = Field(
+        default=2000.0, gt=0,
+        description="Critics of neighbours that have not arrived by then are left out.",
+    )
+    latency_ms: float = Field(default=0.0, ge=0, description="Mean one-way latency, every link.")
+    jitter_ms: float = Field(
+        default=0.0, ge=0, description="Std of a normal jitter on the latency (clipped at 0)."
+    )
+    drop: float = Field(default=0.0, ge=0, le=1, description="Probability a message is lost.")
+    partitions: list[PartitionConfig] = Field(default=[], description="Links cut for a time.")
+    kills: list[KillConfig] = Field(default=[], description="Processes killed and restarted.")
+
+
 class AlgoConfig(_Section):
     """Learning settings (`peergrid train`, `peergrid experiment`)."""
 
@@ -245,6 +293,7 @@ class Scenario(_Section):
     )
     comms: CommsConfig = CommsConfig()
     algo: AlgoConfig = AlgoConfig()
+    deploy: DeployConfig = DeployConfig()
 
     @model_validator(mode="after")
     def _unique_ids(self) -> Scenario:

@@ -11,6 +11,9 @@ from peergrid.scenarios.schema import (
     AgentConfig,
     AlgoConfig,
     CommsConfig,
+    DeployConfig,
+    KillConfig,
+    PartitionConfig,
     FeederConfig,
     PlacementConfig,
     ProfileConfig,
@@ -27,6 +30,9 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("[placement]", PlacementConfig),
     ("[comms]", CommsConfig),
     ("[algo]", AlgoConfig),
+    ("[deploy]", DeployConfig),
+    ("[[deploy.partitions]]", PartitionConfig),
+    ("[[deploy.kills]]", KillConfig),
 ]
 
 

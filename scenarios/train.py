@@ -128,6 +128,11 @@ class Team:
         acts = self.group.act(np.stack([obs[a] for a in self.ids]), greedy)
         return dict(zip(self.ids, acts, strict=True))
 
+    def act_one(self, agent: str, obs: np.ndarray) -> np.ndarray:
+        """One agent's greedy action from its own observation (decentralised execution)."""
+        others = {a: np.zeros_like(obs) for a in self.ids}
+        return self.act({**others, agent: obs}, greedy=True)[agent]
+
     def observe(self, obs, actions, rewards, next_obs, done: bool) -> None:
         if self.algo == "maddpg":
             self.maddpg.observe(obs, actions, rewards, next_obs, done)
@@ -312,11 +317,10 @@ def train(scenario: Scenario, source: str, algo: str, seed: int, out: str | Path
 
 def load_team(run_dir: str | Path) -> tuple[Team, Scenario, dict[str, Any]]:
     """The trained team of a run directory, with its scenario and manifest."""
+    from peergrid.scenarios.loader import scenario_from_dump
+
     manifest = read_manifest(run_dir)
-    data = dict(manifest["scenario"])
-    if data.get("agents"):
-        data["placement"] = None  # agents were already generated from it
-    scenario = Scenario.model_validate(data)
+    scenario = scenario_from_dump(manifest["scenario"])
     state = torch.load(Path(run_dir) / "checkpoint.pt", weights_only=False)
     team = Team(state["algo"], scenario, Community(training_window(scenario), days=1),
                 state["seed"])

@@ -178,6 +178,20 @@ class PPOGroup:
     def set_critic_parameters(self, agent: str, vector: np.ndarray) -> None:
         self.critic.set_agent_vector(self.ids.index(agent), vector)
 
+    def extract(self, agent: str, reward_scale: float) -> PPOLearner:
+        """A one-agent learner with ``agent``'s current networks (fresh optimiser state)."""
+        i = self.ids.index(agent)
+        cfg = self.cfg
+        learner = PPOLearner(agent, self.actor.weights[0].shape[1],
+                             self.actor.weights[-1].shape[2], cfg, seed=0,
+                             reward_scale=reward_scale)
+        learner.group.actor.set_agent_vector(0, self.actor.agent_vector(i))
+        learner.group.critic.set_agent_vector(0, self.critic.agent_vector(i))
+        with torch.no_grad():
+            learner.group.log_std[0] = self.log_std[i]
+        learner.group.gens[0].set_state(self.gens[i].get_state())
+        return learner
+
     # ---- checkpoints -------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:

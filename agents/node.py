@@ -1,0 +1,298 @@
+"""The prosumer process: one household's actor and learner behind a socket.
+
+Per round: on ``round_start`` observe, act and send the bid; on the settlement and the
+grid signal, conclude the round and write its record. Defined behaviour under faults:
+
+* no settlement within ``signal_timeout_ms``: the agent asks the market to ``resend``
+  it (up to 5 times); a bid that missed the deadline comes back as a grid-only
+  settlement (``grid_only``); if nothing arrives, the round is booked as grid-only
+  trading (``no_settlement``);
+* no grid signal by then: the last known voltage is kept (``stale_voltage``) and the
+  penalty is the one it implies at the agent's own bus;
+* the next ``round_start`` arrives first: the open round is concluded as above;
+* a ``round_start`` never arrived (or the process was down): that round is booked with
+  the battery idle, trading with the grid only (``no_round_start`` / ``down``), so the
+  log holds every round of the window exactly once;
+* late or duplicated messages are recognised by their header and never applied twice.
+
+Learners (consensus / independent PPO) keep learning online: at the end of every
+``rollout_days`` days they update, and consensus agents exchange critic parameters with
+their graph neighbours after every ``consensus_period`` epochs, averaging over the
+critics that arrived within ``consensus_timeout_ms`` (weights renormalised).
+
+State (prosumer, learner, round) is checkpointed after every round; a restarted process
+resumes from it.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from peergrid.comms.deployment import Deployment
+from peergrid.comms.runtime import open_node
+
+
+def build_agent_policy(dep: Deployment, scenario, index: int, prosumer, price_ref: float):
+    """(act(obs, greedy) → action, learner or None) for agent ``index``."""
+    from peergrid.agents.policies import REFERENCE_POLICIES, make_policy
+
+    if dep.policy in REFERENCE_POLICIES:
+        policy = make_policy(dep.policy, prosumer.spec, prosumer.dt_h)
+        return (lambda obs: policy(obs)), None
+    from peergrid.agents.learners.ppo import PPOLearner
+    from peergrid.agents.spaces import ACTION_DIM, OBS_DIM
+    from peergrid.scenarios.seeding import stream
+    from peergrid.scenarios.train import learner_config, load_team
+
+    scale = prosumer.spec.p_ref_kw * price_ref * prosumer.dt_h
+    agent_id = prosumer.spec.agent_id
+    if dep.policy in ("consensus", "ippo"):
+        seed = int(stream(dep.seed, "learner", index).integers(2**31))
+        learner = PPOLearner(agent_id, OBS_DIM, ACTION_DIM, learner_config(scenario), seed, scale)
+        return (lambda obs: learner.act(obs)), learner
+    team, _, _ = load_team(dep.policy)
+    if team.algo == "maddpg":
+        if dep.learn:
+            raise ValueError("--learn continues consensus or ippo runs, not maddpg")
+        return (lambda obs: team.act_one(agent_id, obs)), None
+    learner = team.group.extract(agent_id, scale)
+    if dep.learn:
+        return (lambda obs: learner.act(obs)), learner
+    return (lambda obs: learner.act(obs, greedy=True)), None
+
+
+def run_prosumer(dep: Deployment, agent_id: str, incarnation: int = 0) -> None:
+    from peergrid.agents.learners.ppo import PPOLearner  # noqa: F401  (preloaded)
+    from peergrid.comms.topology import consensus_average, metropolis_weights
+    from peergrid.market.settlement import Settlement
+    from peergrid.scenarios.community import Clock, build_prosumer
+    from peergrid.scenarios.train import communication_graph
+
+    scenario, node = open_node(dep, agent_id)
+    d = scenario.deploy
+    clock = Clock(scenario, dep.days)
+    index = dep.agents.index(agent_id)
+    cfg = scenario.agents[index]
+    prosumer = build_prosumer(scenario, cfg, clock)
+    retail, feed_in = scenario.tariff.hourly()
+    price_ref = max(retail)
+    act, learner = build_agent_policy(dep, scenario, index, prosumer, price_ref)
+    consensus = learner is not None and (dep.policy == "consensus" or (
+        dep.learn and scenario.algo.name == "consensus"))
+    row: dict[str, float] = {}
+    if consensus:
+        weights = metropolis_weights(communication_graph(scenario, dep.agents), dep.agents)
+        row = {b: weights[index, j] for j, b in enumerate(dep.agents) if weights[index, j] > 0}
+    neighbours = [b for b in row if b != agent_id]
+    kills = {k.at_round for k in d.kills if k.agent == agent_id}
+
+    out = Path(dep.out)
+    ckpt = out / "checkpoints" / f"{agent_id}.pkl"
+    record_path = out / "agents" / f"{agent_id}.jsonl"
+    record_path.parent.mkdir(parents=True, exist_ok=True)
+    records = open(record_path, "a", encoding="utf-8")  # noqa: SIM115
+    state: dict[str, Any] = {"next_k": 0, "episodes": 0, "updates": 0}
+    if incarnation > 0 and ckpt.is_file():
+        with open(ckpt, "rb") as f:  # our own file, written below: not from the network
+            saved = pickle.load(f)
+        prosumer.soc, prosumer.signals = saved["soc"], saved["signals"]
+        if learner is not None:
+            learner.load_state_dict(saved["learner"])
+        state = saved["state"]
+        node.log.event("resumed", from_round=state["next_k"], incarnation=incarnation)
+    node.send("market", "hello", incarnation, -1, {"pid": os.getpid()}, control=True)
+
+    pending: dict[str, Any] | None = None
+    critics: dict[tuple[int, int, str], np.ndarray] = {}
+
+    def conclude() -> None:
+        nonlocal pending
+        p, pending = pending, None
+        k, episode, rnd = p["k"], p["episode"], p["round"]
+        flags = list(p.get("flags", []))
+        tariff_retail, tariff_feed_in = retail[int(clock.hours[k])], feed_in[int(clock.hours[k])]
+        s = p.get("settlement")
+        if s is None:
+            flags.append("no_settlement")
+            surplus = p["bid"].surplus_kwh
+            from peergrid.market.settlement import grid_only_payment
+            from peergrid.market.sdr import Tariff
+
+            pay = grid_only_payment(surplus, Tariff(tariff_retail, tariff_feed_in))
+            settlement = Settlement(0.0, 0.0, max(-surplus, 0.0), max(surplus, 0.0),
+                                    tariff_retail, tariff_feed_in, prosumer.signals.sdr, pay, pay)
+        else:
+            if not s["traded"]:
+                flags.append("grid_only")
+                if not np.isfinite(s["sdr"]):
+                    s = {**s, "sdr": prosumer.signals.sdr}
+            settlement = Settlement(**{f: s[f] for f in Settlement.__dataclass_fields__})
+        g = p.get("signal")
+        if g is None:
+            flags.append("stale_voltage")
+            vm = prosumer.signals.vm_pu
+            from peergrid.grid.penalty import violation_pu
+
+            f = scenario.feeder
+            penalty = float(f.voltage_penalty_per_pu * violation_pu(vm, f.vm_min_pu, f.vm_max_pu))
+        else:
+            vm, penalty = g["vm_pu"][cfg.bus], g["voltage_penalty"][agent_id]
+        record = prosumer.conclude(episode, rnd, clock.times[k].isoformat(), settlement,
+                                   tariff_retail, tariff_feed_in, vm, penalty)
+        records.write(_json(record.as_dict()) + "\n")
+        records.flush()
+        day_end = rnd == clock.steps_per_day - 1
+        if learner is not None and p.get("learned", True):
+            nxt = (_observe(prosumer, clock, k + 1, retail, feed_in, price_ref)
+                   if k + 1 < clock.n_rounds else np.zeros_like(p["obs"]))
+            learner.observe(record.reward, nxt, day_end)
+        if day_end:
+            state["episodes"] += 1
+            if learner is not None and state["episodes"] % scenario.algo.rollout_days == 0:
+                update(state["updates"])
+                state["updates"] += 1
+            prosumer.reset()
+        node.log.event("round", k=k, episode=episode, round=rnd, flags=flags,
+                       bid_to_settlement_s=p.get("latency_s"), links=node.link_counters())
+        node.send("market", "round_done", episode, rnd, {"k": k})
+        state["next_k"] = k + 1
+        _checkpoint(ckpt, prosumer, learner, state)
+
+    def update(u: int) -> None:
+        learner.begin_update()
+        for e in range(scenario.algo.epochs):
+            learner.update_epoch()
+            if consensus and (e + 1) % scenario.algo.consensus_period == 0:
+                mine = learner.critic_parameters()
+                for b in neighbours:
+                    node.send(b, "critic", u, e, {"update": u, "step": e, "params": mine})
+                deadline = time.monotonic() + d.consensus_timeout_ms / 1e3
+                while (any((u, e, b) not in critics for b in neighbours)
+                       and time.monotonic() < deadline):
+                    for h, body in node.receive(deadline - time.monotonic()):
+                        handle(h, body)
+                values = {agent_id: mine, **{b: critics.pop((u, e, b)) for b in neighbours
+                                             if (u, e, b) in critics}}
+                learner.set_critic_parameters(consensus_average(agent_id, values, row))
+                node.log.event("consensus", update=u, step=e, used=sorted(values),
+                               missing=sorted(set(neighbours) - set(values)))
+        learner.end_update()
+
+    def handle(h, body) -> None:
+        nonlocal pending
+        if h.kind == "critic":
+            critics[(body["update"], body["step"], h.sender)] = body["params"]
+        elif h.kind == "settlement" and pending and (h.episode, h.round) == (
+                pending["episode"], pending["round"]):
+            pending["settlement"] = body
+            pending["latency_s"] = time.monotonic() - pending["t0"]
+        elif h.kind == "grid_signal" and pending and (h.episode, h.round) == (
+                pending["episode"], pending["round"]):
+            pending["signal"] = body
+        elif h.kind == "round_start":
+            if time.time() - body["sent_at"] > body["deadline_s"]:
+                # queued while this process was down, or delayed past the bid deadline:
+                # the market has cleared without us; book it when the next round starts
+                node.log.event("stale_round_start", k=body["k"])
+                return
+            start_round(body["k"])
+        elif h.kind == "stop":
+            raise _Stop
+        else:
+            node.log.event("late", peer=h.sender, kind=h.kind, episode=h.episode, round=h.round)
+
+    resuming = incarnation > 0
+
+    def book_skipped(j: int, flag: str) -> None:
+        """A round this agent could not act in: battery idle, grid only, flagged."""
+        nonlocal pending
+        episode, rnd = clock.episode_round(j)
+        obs = _observe(prosumer, clock, j, retail, feed_in, price_ref)
+        bid = prosumer.act(j, rnd, np.zeros(2))
+        pending = {"k": j, "episode": episode, "round": rnd, "bid": bid, "obs": obs,
+                   "t0": time.monotonic(), "flags": [flag], "learned": False}
+        conclude()
+
+    def start_round(k: int) -> None:
+        nonlocal pending, resuming
+        if pending is not None:
+            conclude()
+        if k < state["next_k"]:
+            node.log.event("stale_round_start", k=k)
+            return
+        while state["next_k"] < k:  # rounds whose start never arrived, or while down
+            book_skipped(state["next_k"], "down" if resuming else "no_round_start")
+        resuming = False
+        if k in kills and incarnation == 0:
+            node.log.event("killed", k=k)
+            os.kill(os.getpid(), signal.SIGKILL)  # the injected crash: no clean-up at all
+        node.global_round = k
+        episode, rnd = clock.episode_round(k)
+        obs = _observe(prosumer, clock, k, retail, feed_in, price_ref)
+        bid = prosumer.act(k, rnd, act(obs))
+        node.send("market", "bid", episode, rnd, {
+            "bus": bid.bus, "bid_kwh": bid.bid_kwh, "surplus_kwh": bid.surplus_kwh,
+            "q_kvar": bid.q_kvar})
+        pending = {"k": k, "episode": episode, "round": rnd, "bid": bid, "obs": obs,
+                   "t0": time.monotonic()}
+
+    try:
+        while True:
+            wait = 1.0
+            if pending is not None:
+                wait = pending["t0"] + d.signal_timeout_ms / 1e3 - time.monotonic()
+                if "settlement" in pending and "signal" in pending:
+                    conclude()
+                    continue
+                if wait <= 0 and "settlement" not in pending and pending.get("attempt", 0) < 5:
+                    # the settlement (or the bid) was lost: ask the market for it again
+                    pending["attempt"] = pending.get("attempt", 0) + 1
+                    pending["t0"] = time.monotonic()
+                    node.send("market", "resend", pending["episode"], pending["round"], {
+                        "k": pending["k"], "surplus_kwh": pending["bid"].surplus_kwh,
+                        "attempt": pending["attempt"]})
+                    continue
+                if wait <= 0:
+                    conclude()
+                    continue
+            for h, body in node.receive(wait):
+                handle(h, body)
+    except _Stop:
+        if pending is not None:
+            conclude()
+        while state["next_k"] < clock.n_rounds:  # the last round starts were lost
+            book_skipped(state["next_k"], "no_round_start")
+    node.log.event("links", counters=node.link_counters())
+    records.close()
+    node.close()
+
+
+class _Stop(Exception):
+    pass
+
+
+def _observe(prosumer, clock, k: int, retail, feed_in, price_ref) -> np.ndarray:
+    h = int(clock.hours[k])
+    return prosumer.observation(k, float(clock.hour_frac[k]), retail[h], feed_in[h], price_ref)
+
+
+def _checkpoint(path: Path, prosumer, learner, state: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        pickle.dump({"soc": prosumer.soc, "signals": prosumer.signals, "state": dict(state),
+                     "learner": learner.state_dict() if learner is not None else None}, f)
+    os.replace(tmp, path)
+
+
+def _json(row: dict) -> str:
+    import json
+
+    return json.dumps(row)

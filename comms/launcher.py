@@ -1,0 +1,125 @@
+"""Start every node of a deployment as its own OS process, watch them, stop them all.
+
+Processes come from a ``forkserver`` that has already imported torch, pandapower and
+peergrid, so each prosumer process shares those pages instead of paying for its own
+import (see bench/deploy.py for the memory this saves). Injected crashes: a prosumer
+named in ``[[deploy.kills]]`` kills itself with SIGKILL when the start of its round
+arrives; the launcher restarts it (from its checkpoint) once the market has finished
+the round before ``restart_round``, and the market waits for its ``hello`` before that
+round. Every child is stopped on exit, on error and on Ctrl-C: no orphans.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import time
+from pathlib import Path
+
+from peergrid.comms.deployment import Deployment
+
+_PRELOAD = ["numpy", "torch", "pandapower", "zmq", "msgpack", "peergrid.agents.node",
+            "peergrid.market.node", "peergrid.grid.node", "peergrid.scenarios.train"]
+
+
+def run_node(role: str, name: str, config: str, incarnation: int = 0) -> None:
+    """Entry point of one node process (also what `peergrid node` calls)."""
+    import torch
+
+    torch.set_num_threads(1)
+    dep = Deployment.read(config)
+    if role == "market":
+        from peergrid.market.node import run_market
+
+        run_market(dep)
+    elif role == "grid":
+        from peergrid.grid.node import run_grid
+
+        run_grid(dep)
+    elif role == "prosumer":
+        from peergrid.agents.node import run_prosumer
+
+        run_prosumer(dep, name, incarnation)
+    else:
+        raise ValueError(f"role = {role!r}: market, grid or prosumer")
+
+
+def _rounds_done(out: Path) -> int:
+    path = out / "market.jsonl"
+    if not path.is_file():
+        return 0
+    with open(path, "rb") as f:
+        return sum(1 for _ in f)
+
+
+def check_ports_free(endpoints: dict[str, str]) -> None:
+    """Fail early, naming the endpoint, when a local port is already taken."""
+    import socket
+
+    for name, ep in endpoints.items():
+        host, port = ep.removeprefix("tcp://").rsplit(":", 1)
+        if host not in ("127.0.0.1", "localhost", "0.0.0.0"):
+            continue
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as zmq binds
+            try:
+                s.bind((host, int(port)))
+            except OSError as err:
+                raise OSError(f"endpoint of {name} ({ep}) is not free: {err.strerror}; "
+                              "choose another [deploy] base_port or --base-port") from None
+
+
+def launch(dep: Deployment, timeout_s: float = 3600.0) -> dict[str, int]:
+    """Run a deployment to its end; returns each process's exit code."""
+    check_ports_free(dep.endpoints)
+    out = Path(dep.out)
+    config = out / "deploy.json"
+    dep.write(config)
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(_PRELOAD)
+    from peergrid.scenarios.loader import scenario_from_dump
+
+    kills = scenario_from_dump(dep.scenario).deploy.kills
+    procs: dict[str, mp.process.BaseProcess] = {}
+    exits: dict[str, int] = {}
+
+    def start(role: str, name: str, incarnation: int = 0) -> None:
+        p = ctx.Process(target=run_node, args=(role, name, str(config), incarnation),
+                        name=f"peergrid-{name}", daemon=False)
+        p.start()
+        procs[name] = p
+
+    try:
+        start("grid", "grid")
+        for a in dep.agents:
+            start("prosumer", a)
+        start("market", "market")
+        restarted: set[str] = set()
+        deadline = time.monotonic() + timeout_s
+        while procs["market"].is_alive():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"deployment did not finish within {timeout_s:.0f} s")
+            for k in kills:
+                p = procs[k.agent]
+                if (k.restart_round is not None and k.agent not in restarted
+                        and not p.is_alive() and _rounds_done(out) >= k.restart_round):
+                    exits[f"{k.agent}#0"] = p.exitcode
+                    start("prosumer", k.agent, incarnation=1)
+                    restarted.add(k.agent)
+            time.sleep(0.02)
+        # the market sent everyone "stop": give them a shared grace period, then stop them
+        grace = time.monotonic() + 10.0
+        for p in procs.values():
+            p.join(timeout=max(grace - time.monotonic(), 0.1))
+    finally:
+        for p in procs.values():
+            if p.is_alive():
+                p.terminate()
+        for p in procs.values():
+            p.join(timeout=5)
+            if p.is_alive():
+                p.kill()
+                p.join()
+    exits.update({name: p.exitcode for name, p in procs.items()})
+    (out / "exit_codes.json").write_text(json.dumps(exits, indent=2))
+    return exits
