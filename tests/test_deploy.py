@@ -1,0 +1,126 @@
+"""The distributed runtime: real processes and sockets, equal to the in-process runtime."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import zmq
+
+from peergrid.agents.policies import make_policy
+from peergrid.comms.links import LinkModel
+from peergrid.comms.node import Node, NodeLog
+from peergrid.comms.wire import Header, encode
+from peergrid.scenarios import checks
+from peergrid.scenarios.deploy import deploy, with_faults
+from peergrid.scenarios.env import PeerGridEnv
+from peergrid.scenarios.logs import read_records
+from peergrid.scenarios.train import Team, run_day
+
+
+@pytest.fixture()
+def one_day(ieee13_scenario):
+    s = ieee13_scenario
+    return s.model_copy(update={"scenario": s.scenario.model_copy(update={"days": 1})})
+
+
+def in_process(scenario, choose, team=None) -> pd.DataFrame:
+    env = PeerGridEnv(scenario)
+    records, _ = run_day(env, 0, choose(env), team)
+    frame = pd.DataFrame([r.as_dict() for r in records])
+    return frame.sort_values(["episode", "round", "agent"]).reset_index(drop=True)
+
+
+def test_deploy_equals_in_process_with_a_reference_policy(one_day, tmp_path):
+    s = with_faults(one_day, base_port=27300)
+    out, exits = deploy(s, "ieee13.toml", "rule", tmp_path / "dep")
+    assert set(exits.values()) == {0}
+
+    def rule(env):
+        pol = {p.spec.agent_id: make_policy("rule", p.spec, p.dt_h) for p in env.community.prosumers}
+        return lambda obs: {a: pol[a](o) for a, o in obs.items()}
+
+    expected = in_process(s, rule)
+    pd.testing.assert_frame_equal(read_records(out)[expected.columns], expected)
+
+
+def test_online_consensus_learning_deployed_equals_in_process(one_day, tmp_path):
+    torch.set_num_threads(1)  # bitwise equality needs the same thread count as the nodes
+    algo = one_day.algo.model_copy(update={"rollout_days": 1, "epochs": 3})
+    s = with_faults(one_day.model_copy(update={"algo": algo}), base_port=27400)
+    out, exits = deploy(s, "ieee13.toml", "consensus", tmp_path / "dep", seed=5)
+    assert set(exits.values()) == {0}
+
+    env = PeerGridEnv(s)
+    team = Team("consensus", s, env.community, 5, stacked=False)
+    expected = in_process(s, lambda _: (lambda o: team.act(o)), team)
+    team.end_episode()
+    pd.testing.assert_frame_equal(read_records(out)[expected.columns], expected)
+    used = [json.loads(line) for line in (out / "nodes" / "a01.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in used if e["event"] == "consensus"] == [0, 1, 2]
+    for i, aid in enumerate(team.ids):
+        with open(out / "checkpoints" / f"{aid}.pkl", "rb") as f:
+            deployed = pickle.load(f)["learner"]
+        local = team.group.groups[i].state_dict()
+        for part in ("actor", "critic"):
+            for name, tensor in local[part].items():
+                assert torch.equal(tensor, deployed[part][name]), (aid, part, name)
+
+
+def test_a_faulty_day_completes_with_every_round_once_and_balanced(one_day, tmp_path):
+    s = with_faults(one_day, base_port=27500, latency_ms=50.0, jitter_ms=20.0, drop=0.1,
+                    bid_deadline_ms=300.0, signal_timeout_ms=300.0,
+                    kills=[{"agent": "a05", "at_round": 6, "restart_round": 9}])
+    out, exits = deploy(s, "ieee13.toml", "rule", tmp_path / "dep")
+    assert exits["market"] == 0 and exits["a05#0"] == -9  # SIGKILL, then restarted
+    records = read_records(out)
+    ids = [a.id for a in s.agents]
+    for aid in ids:  # every round exactly once; a05's three rounds down are booked as such
+        assert records[records.agent == aid]["round"].tolist() == list(range(24)), aid
+    assert checks.energy_balance_problems(records, dt_h=1.0) == []
+    per_round = records.groupby("round")[["p2p_sold_kwh", "p2p_bought_kwh"]].sum()
+    assert np.allclose(per_round.p2p_sold_kwh, per_round.p2p_bought_kwh)
+    a05 = [json.loads(x) for x in (out / "nodes" / "a05.jsonl").read_text().splitlines()]
+    assert any(e["event"] == "killed" and e["k"] == 6 for e in a05)
+    assert any(e["event"] == "resumed" and e["from_round"] == 6 for e in a05)
+    down = [e["k"] for e in a05 if e["event"] == "round" and "down" in e["flags"]]
+    assert down == [6, 7, 8]
+    flags = [f for e in a05 + [json.loads(x) for n in ids for x in
+                               (out / "nodes" / f"{n}.jsonl").read_text().splitlines()]
+             if e["event"] == "round" for f in e["flags"]]
+    assert "no_settlement" in flags or "stale_voltage" in flags  # 10 % loss shows
+    market = pd.read_json(out / "market.jsonl", lines=True)
+    assert market.bids_missing.map(len).sum() >= 3  # a05 was down for three rounds
+
+
+def test_a_node_drops_garbage_with_a_reason_and_keeps_serving(tmp_path):
+    endpoint = "tcp://127.0.0.1:27690"
+    log_path = tmp_path / "n.jsonl"
+    node = Node("market", "s", {"market": endpoint}, LinkModel("market", None), NodeLog(log_path))
+    ctx = zmq.Context.instance()
+    peer = ctx.socket(zmq.DEALER)
+    peer.setsockopt_string(zmq.ROUTING_ID, "a01")
+    peer.connect(endpoint)
+    good = encode(Header("s", 0, 3, "a01", "round_done"), {"k": 3})
+    for junk in (b"", b"\xc1\xff garbage", encode(Header("other", 0, 3, "a01", "round_done"),
+                                                  {"k": 3}),
+                 encode(Header("s", 0, 3, "a02", "round_done"), {"k": 3})):
+        peer.send(junk)
+    peer.send_multipart([b"two", b"frames"])
+    peer.send(good)
+    peer.send(good)  # a duplicate
+    got = []
+    for _ in range(20):
+        got += node.receive(0.1)
+    peer.close(0)
+    node.close()
+    assert [(h.kind, h.round, h.sender) for h, _ in got] == [("round_done", 3, "a01")]
+    events = [json.loads(x) for x in log_path.read_text().splitlines()]
+    reasons = [e["reason"] for e in events if e["event"] == "rejected"]
+    assert len(reasons) == 5 and any("foreign" in r for r in reasons)
+    assert any("does not match" in r for r in reasons)
+    assert sum(e["event"] == "duplicate" for e in events) == 1
