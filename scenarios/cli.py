@@ -37,6 +37,17 @@ def _cmd_logs(args: argparse.Namespace) -> int:
         for path in report.plot(args.run, args.out):
             print(path)
         return 0
+    if args.logs_cmd == "agent":
+        import pandas as pd
+
+        timeline = report.agent_timeline(args.run, args.agent)
+        with pd.option_context("display.max_rows", None, "display.width", 250,
+                               "display.max_columns", None):
+            print(timeline.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+        for e in timeline.attrs.get("events", []):
+            detail = {k: v for k, v in e.items() if k not in ("t_s", "event") and v == v}
+            print(f"  t={e['t_s']:.3f}s {e['event']}: {detail}")
+        return 0
     if args.logs_cmd == "check":
         manifest = read_manifest(args.run)
         dt_h = manifest["scenario"]["scenario"]["step_min"] / 60.0
@@ -168,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     pl = lsub.add_parser("plot", help="write PNG figures")
     pl.add_argument("run")
     pl.add_argument("--out", default=None, help="figure directory (default: the run)")
+    ag = lsub.add_parser("agent", help="one agent's timeline (records, messages, faults)")
+    ag.add_argument("run")
+    ag.add_argument("agent")
     ch = lsub.add_parser("check", help="verify energy balance and price bounds")
     ch.add_argument("run")
     logs.set_defaults(func=_cmd_logs)

@@ -177,3 +177,30 @@ def _save(fig: Any, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def agent_timeline(run_dir: str | Path, agent: str) -> pd.DataFrame:
+    """One agent's rounds: its record, and in a deployment what its node saw and did."""
+    records = read_records(run_dir)
+    if agent not in set(records.agent):
+        raise FileNotFoundError(f"{run_dir}: no records for agent {agent!r} "
+                                f"(agents: {', '.join(sorted(set(records.agent)))})")
+    r = records[records.agent == agent]
+    cols = ["episode", "round", "time", "load_kw", "pv_kw", "battery_kw", "soc", "bid_kwh",
+            "p2p_bought_kwh", "p2p_sold_kwh", "grid_import_kwh", "grid_export_kwh", "sdr",
+            "vm_pu", "voltage_penalty", "reward"]
+    timeline = r[cols].reset_index(drop=True)
+    node_log = Path(run_dir) / "nodes" / f"{agent}.jsonl"
+    if node_log.is_file():
+        events = pd.read_json(node_log, lines=True)
+        rounds = events[events.event == "round"].drop_duplicates(["episode", "round"], keep="last")
+        rounds = rounds.assign(
+            flags=rounds["flags"].map(lambda f: ",".join(f) or "-"),
+            sent=rounds["links"].map(lambda d: sum(v["sent"] for v in d.values())),
+            received=rounds["links"].map(lambda d: sum(v["received"] for v in d.values())),
+            dropped=rounds["links"].map(lambda d: sum(v["dropped"] for v in d.values())),
+        )[["episode", "round", "flags", "bid_to_settlement_s", "sent", "received", "dropped"]]
+        timeline = timeline.merge(rounds, on=["episode", "round"], how="left")
+        other = events[~events.event.isin(["round", "links"])]
+        timeline.attrs["events"] = other.to_dict(orient="records")
+    return timeline

@@ -93,6 +93,12 @@ def test_a_faulty_day_completes_with_every_round_once_and_balanced(one_day, tmp_
                                (out / "nodes" / f"{n}.jsonl").read_text().splitlines()]
              if e["event"] == "round" for f in e["flags"]]
     assert "no_settlement" in flags or "stale_voltage" in flags  # 10 % loss shows
+    from peergrid.scenarios.report import agent_timeline
+
+    timeline = agent_timeline(out, "a05")  # what `peergrid logs agent RUN a05` prints
+    assert len(timeline) == 24
+    assert timeline[timeline["round"].isin([6, 7, 8])]["flags"].str.contains("down").all()
+    assert any(e["event"] == "resumed" for e in timeline.attrs["events"])
     market = pd.read_json(out / "market.jsonl", lines=True)
     assert market.bids_missing.map(len).sum() >= 3  # a05 was down for three rounds
 
