@@ -71,7 +71,8 @@ def build_agent_policy(dep: Deployment, scenario, index: int, prosumer, price_re
 def run_prosumer(dep: Deployment, agent_id: str, incarnation: int = 0) -> None:
     from peergrid.agents.learners.ppo import PPOLearner  # noqa: F401  (preloaded)
     from peergrid.comms.topology import consensus_average, metropolis_weights
-    from peergrid.market.settlement import Settlement
+    from peergrid.market.sdr import Tariff
+    from peergrid.market.settlement import Settlement, grid_only_settlement
     from peergrid.scenarios.community import Clock, build_prosumer
     from peergrid.scenarios.train import communication_graph
 
@@ -121,13 +122,9 @@ def run_prosumer(dep: Deployment, agent_id: str, incarnation: int = 0) -> None:
         s = p.get("settlement")
         if s is None:
             flags.append("no_settlement")
-            surplus = p["bid"].surplus_kwh
-            from peergrid.market.settlement import grid_only_payment
-            from peergrid.market.sdr import Tariff
-
-            pay = grid_only_payment(surplus, Tariff(tariff_retail, tariff_feed_in))
-            settlement = Settlement(0.0, 0.0, max(-surplus, 0.0), max(surplus, 0.0),
-                                    tariff_retail, tariff_feed_in, prosumer.signals.sdr, pay, pay)
+            settlement = grid_only_settlement(p["bid"].surplus_kwh,
+                                              Tariff(tariff_retail, tariff_feed_in),
+                                              prosumer.signals.sdr)
         else:
             if not s["traded"]:
                 flags.append("grid_only")

@@ -52,7 +52,7 @@ def run_grid(dep: Deployment) -> None:
                 })
             node.send("market", "round_done", episode, rnd, {"k": k})
             key = {"episode": episode, "round": rnd, "time": clock.times[k].isoformat()}
-            writer._write("grid.jsonl", {**grid_row(key, signal, grid), "estimated": estimated})
+            writer.write_row("grid.jsonl", {**grid_row(key, signal, grid), "estimated": estimated})
             node.log.event("round", k=k, estimated=estimated, converged=signal.converged)
     node.log.event("links", counters=node.link_counters())
     writer.close()

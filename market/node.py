@@ -11,11 +11,14 @@ round at which a killed prosumer is restarted, wait for its ``hello``.
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from peergrid.comms.deployment import Deployment
 from peergrid.comms.messages import Bid
 from peergrid.comms.runtime import open_node
+from peergrid.market.sdr import Tariff
+from peergrid.market.settlement import Settlement, grid_only_settlement
 
 
 def run_market(dep: Deployment) -> None:
@@ -69,18 +72,10 @@ def run_market(dep: Deployment) -> None:
         k = body["k"]
         s = settled.get(k, {}).get(h.sender)
         if s is None:  # never cleared with this agent's bid: it traded with the grid only
-            from peergrid.market.sdr import Tariff
-            from peergrid.market.settlement import grid_only_payment
-
             hour = int(clock.hours[k])
             tariff = Tariff(retail[hour], feed_in[hour])
-            sur = body["surplus_kwh"]
-            pay = grid_only_payment(sur, tariff)
-            s = {"p2p_bought_kwh": 0.0, "p2p_sold_kwh": 0.0, "grid_import_kwh": max(-sur, 0.0),
-                 "grid_export_kwh": max(sur, 0.0), "buy_price_per_kwh": retail[hour],
-                 "sell_price_per_kwh": feed_in[hour], "sdr": float("nan"), "payment": pay,
-                 "grid_only_payment": pay, "retail_price": retail[hour],
-                 "feed_in_price": feed_in[hour], "traded": False}
+            s = settlement_body(grid_only_settlement(body["surplus_kwh"], tariff, float("nan")),
+                                tariff, traded=False)
         node.log.event("resend", peer=h.sender, k=k, attempt=body["attempt"],
                        traded=s["traded"])
         node.send(h.sender, "settlement", h.episode, h.round, s)
@@ -114,15 +109,7 @@ def run_market(dep: Deployment) -> None:
         tariff = result.clearing.tariff
         settled[k] = {}
         for a, s in result.settlements.items():
-            settled[k][a] = {
-                "p2p_bought_kwh": s.p2p_bought_kwh, "p2p_sold_kwh": s.p2p_sold_kwh,
-                "grid_import_kwh": s.grid_import_kwh, "grid_export_kwh": s.grid_export_kwh,
-                "buy_price_per_kwh": s.buy_price_per_kwh,
-                "sell_price_per_kwh": s.sell_price_per_kwh, "sdr": s.sdr,
-                "payment": s.payment, "grid_only_payment": s.grid_only_payment,
-                "retail_price": tariff.retail_price_per_kwh,
-                "feed_in_price": tariff.feed_in_price_per_kwh, "traded": True,
-            }
+            settled[k][a] = settlement_body(s, tariff, traded=True)
             node.send(a, "settlement", episode, rnd, settled[k][a])
         settled.pop(k - 2, None)
         node.send("grid", "positions", episode, rnd, {
@@ -131,7 +118,7 @@ def run_market(dep: Deployment) -> None:
             "bus": {a: b.bus for a, b in bids.items()},
         })
         key = {"episode": episode, "round": rnd, "time": clock.times[k].isoformat()}
-        writer._write("market.jsonl", {**market_row(key, result), "bids_missing": no_bid})
+        writer.write_row("market.jsonl", {**market_row(key, result), "bids_missing": no_bid})
         node.log.event("round", k=k, episode=episode, round=rnd, bids=len(bids),
                        bids_missing=no_bid, down=sorted(down))
         day_end = rnd == clock.steps_per_day - 1
@@ -144,6 +131,12 @@ def run_market(dep: Deployment) -> None:
     node.log.event("links", counters=node.link_counters())
     writer.close()
     node.close()
+
+
+def settlement_body(s: Settlement, tariff: Tariff, traded: bool) -> dict:
+    """The wire body of a settlement: its fields, the round's tariff, whether it traded."""
+    return {**asdict(s), "retail_price": tariff.retail_price_per_kwh,
+            "feed_in_price": tariff.feed_in_price_per_kwh, "traded": traded}
 
 
 def _update_allowance(scenario, dep: Deployment) -> float:

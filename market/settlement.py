@@ -53,6 +53,18 @@ def grid_only_payment(surplus_kwh: float, tariff: Tariff) -> float:
     return -surplus_kwh * tariff.retail_price_per_kwh
 
 
+def grid_only_settlement(surplus_kwh: float, tariff: Tariff, sdr: float) -> Settlement:
+    """A position traded entirely with the grid (no bid reached the clearing)."""
+    pay = grid_only_payment(surplus_kwh, tariff)
+    return Settlement(
+        p2p_bought_kwh=0.0, p2p_sold_kwh=0.0,
+        grid_import_kwh=max(-surplus_kwh, 0.0), grid_export_kwh=max(surplus_kwh, 0.0),
+        buy_price_per_kwh=tariff.retail_price_per_kwh,
+        sell_price_per_kwh=tariff.feed_in_price_per_kwh,
+        sdr=sdr, payment=pay, grid_only_payment=pay,
+    )
+
+
 def check_positions(bids_kwh: Mapping[str, float], surplus_kwh: Mapping[str, float]) -> None:
     """Every bid must come from a known position, with the same sign and no more energy."""
     check_bids(bids_kwh)

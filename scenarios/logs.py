@@ -51,7 +51,8 @@ class RunWriter:
             self._files[relpath] = f
         return f
 
-    def _write(self, relpath: str, row: dict[str, Any]) -> None:
+    def write_row(self, relpath: str, row: dict[str, Any]) -> None:
+        """Append one row to a file of the run (e.g. a node's market.jsonl)."""
         f = self._file(relpath)
         f.write(json.dumps(row) + "\n")
         f.flush()
@@ -59,9 +60,9 @@ class RunWriter:
     def write_round(self, records: Iterable[RoundRecord], market_row: dict[str, Any],
                     grid_row: dict[str, Any]) -> None:
         for r in records:
-            self._write(f"agents/{r.agent}.jsonl", r.as_dict())
-        self._write("market.jsonl", market_row)
-        self._write("grid.jsonl", grid_row)
+            self.write_row(f"agents/{r.agent}.jsonl", r.as_dict())
+        self.write_row("market.jsonl", market_row)
+        self.write_row("grid.jsonl", grid_row)
 
     def close(self) -> None:
         for f in self._files.values():
