@@ -109,8 +109,7 @@ class ZBusSolver:
         i_max_ka = (line.max_i_ka * line.df * line.parallel).to_numpy()[line_is]
         self._from_scale = i_base_ka[f_bus] / i_max_ka * 100.0
         self._to_scale = i_base_ka[t_bus] / i_max_ka * 100.0
-        lines = np.arange(end - start)
-        self.n_line = len(lines)
+        self.n_line = end - start
 
     # ---- public ------------------------------------------------------------------
 
