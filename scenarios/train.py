@@ -70,11 +70,13 @@ def reward_scales(community: Community) -> dict[str, float]:
 
 
 def communication_graph(s: Scenario, agent_ids: list[str]):
-    net = build_feeder(s.feeder.name)
-    names = net.bus.name.astype(str)
-    edges = [(names.at[r.from_bus], names.at[r.to_bus]) for r in net.line.itertuples()]
-    edges += [(names.at[r.bus], names.at[r.element]) for r in net.switch.itertuples()
-              if r.et == "b" and r.closed]
+    edges: list[tuple[str, str]] = []
+    if s.comms.topology == "feeder":  # only this topology needs the network itself
+        net = build_feeder(s.feeder.name)
+        names = net.bus.name.astype(str)
+        edges = [(names.at[r.from_bus], names.at[r.to_bus]) for r in net.line.itertuples()]
+        edges += [(names.at[r.bus], names.at[r.element]) for r in net.switch.itertuples()
+                  if r.et == "b" and r.closed]
     return build_graph(
         s.comms.topology, agent_ids, seed=int(stream(s.scenario.seed, "comms").integers(2**31)),
         agent_bus={a.id: a.bus for a in s.agents}, feeder_edges=edges,
@@ -328,11 +330,16 @@ def load_team(run_dir: str | Path) -> tuple[Team, Scenario, dict[str, Any]]:
     return team, scenario, manifest
 
 
-def evaluate_run(run_dir: str | Path, out: str | Path, force: bool = False) -> dict[str, float]:
-    """Greedy policy of a trained run on its evaluation days, logged like `simulate`."""
+def evaluate_run(run_dir: str | Path, out: str | Path, force: bool = False,
+                 days: int | None = None) -> dict[str, float]:
+    """Greedy policy of a trained run on its evaluation days (the first ``days`` of
+    them if given), logged like `simulate`."""
     from peergrid.scenarios.simulate import prepare_run_dir
 
     team, scenario, manifest = load_team(run_dir)
+    if days is not None:
+        meta = scenario.scenario.model_copy(update={"days": days})
+        scenario = scenario.model_copy(update={"scenario": meta})
     out = prepare_run_dir(out, force)
     env = PeerGridEnv(scenario)
     write_manifest(out, manifest["scenario_source"], scenario, runtime="in-process",
