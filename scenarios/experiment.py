@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import json
 import os
 import shutil
 import time
@@ -124,20 +123,12 @@ def paper_comparison(scenario: Scenario, source: str, out: str | Path, seeds: in
     _plot_curves(curves, by_name, out / "learning_curves.png")
     from peergrid.scenarios import report
 
-    evaluate_run(out / "train" / "consensus-s0", out / "day", force=True)
-    _keep_first_day(out / "day")
+    evaluate_run(out / "train" / "consensus-s0", out / "day", force=True, days=1)
     report.plot(out / "day")
 
     wall = time.perf_counter() - started
     _write_report(out, scenario, source, rows, seeds, episodes, train_wall, wall)
     return out
-
-
-def _keep_first_day(run_dir: Path) -> None:
-    for path in [*(run_dir / "agents").glob("*.jsonl"), run_dir / "market.jsonl",
-                 run_dir / "grid.jsonl"]:
-        lines = [ln for ln in path.read_text().splitlines() if json.loads(ln)["episode"] == 0]
-        path.write_text("\n".join(lines) + "\n")
 
 
 def _plot_curves(curves: dict[str, list[pd.Series]], by_name: dict[str, dict], path: Path) -> None:
