@@ -1,12 +1,12 @@
 """Start every node of a deployment as its own OS process, watch them, stop them all.
 
 Processes come from a ``forkserver`` that has already imported torch, pandapower and
-peergrid, so each prosumer process shares those pages instead of paying for its own
-import (see bench/deploy.py for the memory this saves). Injected crashes: a prosumer
-named in ``[[deploy.kills]]`` kills itself with SIGKILL when the start of its round
-arrives; the launcher restarts it (from its checkpoint) once the market has finished
-the round before ``restart_round``, and the market waits for its ``hello`` before that
-round. Every child is stopped on exit, on error and on Ctrl-C: no orphans.
+peergrid and run torch's lazy initialisation (comms/preload.py), so each prosumer process
+shares those pages instead of paying for its own import (see bench/deploy.py for the
+memory this saves). Injected crashes: a prosumer named in ``[[deploy.kills]]`` kills
+itself with SIGKILL when the start of its round arrives; the launcher restarts it (from
+its checkpoint) once the market has finished the round before ``restart_round``, and the
+market waits for its ``hello`` before that round. Every child is stopped on exit, on error and on Ctrl-C: no orphans.
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ from pathlib import Path
 
 from peergrid.comms.deployment import Deployment
 
-_PRELOAD = ["numpy", "torch", "pandapower", "zmq", "msgpack", "peergrid.agents.node",
-            "peergrid.market.node", "peergrid.grid.node", "peergrid.scenarios.train"]
+_PRELOAD = ["peergrid.comms.preload"]
 
 
 def run_node(role: str, name: str, config: str, incarnation: int = 0) -> None:
