@@ -6,13 +6,18 @@ shares those pages instead of paying for its own import (see bench/deploy.py for
 memory this saves). Injected crashes: a prosumer named in ``[[deploy.kills]]`` kills
 itself with SIGKILL when the start of its round arrives; the launcher restarts it (from
 its checkpoint) once the market has finished the round before ``restart_round``, and the
-market waits for its ``hello`` before that round. Every child is stopped on exit, on error and on Ctrl-C: no orphans.
+market waits for its ``hello`` before that round. Every child is stopped on exit, on error, on Ctrl-C and on SIGTERM; and each
+node watches the launcher, so not even a launcher killed outright leaves orphans.
 """
 
 from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import os
+import select
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -21,9 +26,13 @@ from peergrid.comms.deployment import Deployment
 _PRELOAD = ["peergrid.comms.preload"]
 
 
-def run_node(role: str, name: str, config: str, incarnation: int = 0) -> None:
+def run_node(role: str, name: str, config: str, incarnation: int = 0,
+             launcher_pid: int | None = None) -> None:
     """Entry point of one node process (also what `peergrid node` calls)."""
     import torch
+
+    if launcher_pid is not None:
+        threading.Thread(target=_exit_with, args=(launcher_pid,), daemon=True).start()
 
     torch.set_num_threads(1)
     dep = Deployment.read(config)
@@ -41,6 +50,27 @@ def run_node(role: str, name: str, config: str, incarnation: int = 0) -> None:
         run_prosumer(dep, name, incarnation)
     else:
         raise ValueError(f"role = {role!r}: market, grid or prosumer")
+
+
+def _exit_with(pid: int) -> None:
+    """Terminate this node when the launcher ``pid`` is gone, however it went (even
+    SIGKILL, which no clean-up code survives): no orphan nodes. The forkserver is no
+    help here, as every node holds it open."""
+    try:
+        fd = os.pidfd_open(pid)  # Linux: readable once the process has exited
+        select.select([fd], [], [])
+    except (AttributeError, OSError):
+        while True:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.5)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _exit_on_sigterm(signum: int, frame) -> None:
+    raise SystemExit(128 + signum)  # unwinds through launch()'s clean-up
 
 
 def _rounds_done(out: Path) -> int:
@@ -83,11 +113,14 @@ def launch(dep: Deployment, timeout_s: float = 3600.0) -> dict[str, int]:
     exits: dict[str, int] = {}
 
     def start(role: str, name: str, incarnation: int = 0) -> None:
-        p = ctx.Process(target=run_node, args=(role, name, str(config), incarnation),
+        p = ctx.Process(target=run_node, args=(role, name, str(config), incarnation,
+                                               os.getpid()),
                         name=f"peergrid-{name}", daemon=False)
         p.start()
         procs[name] = p
 
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if on_main_thread else None
     try:
         start("grid", "grid")
         for a in dep.agents:
@@ -111,6 +144,8 @@ def launch(dep: Deployment, timeout_s: float = 3600.0) -> dict[str, int]:
         for p in procs.values():
             p.join(timeout=max(grace - time.monotonic(), 0.1))
     finally:
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous)
         for p in procs.values():
             if p.is_alive():
                 p.terminate()

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -130,3 +136,45 @@ def test_a_node_drops_garbage_with_a_reason_and_keeps_serving(tmp_path):
     assert len(reasons) == 5 and any("foreign" in r for r in reasons)
     assert any("does not match" in r for r in reasons)
     assert sum(e["event"] == "duplicate" for e in events) == 1
+
+
+def _session_members(sid: int) -> list[int]:
+    """Live processes of a session (zombies excluded)."""
+    members = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        state, _ppid, _pgrp, session = stat.rsplit(")", 1)[1].split()[:4]
+        if int(session) == sid and state != "Z":
+            members.append(int(d.name))
+    return members
+
+
+@pytest.mark.parametrize(("sig", "port"), [(signal.SIGINT, 27700), (signal.SIGTERM, 27800),
+                                           (signal.SIGKILL, 27900)])
+def test_stopping_the_launcher_leaves_no_orphan_process(tmp_path, sig, port):
+    out = tmp_path / "dep"
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "peergrid.scenarios.cli", "deploy", "--days", "3",
+         "--latency-ms", "200", "--base-port", str(port), "--out", str(out)],  # > 30 s
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not ((out / "market.jsonl").is_file()
+                   and len((out / "market.jsonl").read_bytes().splitlines()) >= 2):
+            assert time.monotonic() < deadline and launcher.poll() is None
+            time.sleep(0.1)
+        assert len(_session_members(launcher.pid)) >= 16  # launcher, forkserver, 15 nodes
+        launcher.send_signal(sig)
+        launcher.wait(timeout=60)
+        deadline = time.monotonic() + 20
+        while _session_members(launcher.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _session_members(launcher.pid) == []
+    finally:
+        for pid in _session_members(launcher.pid):
+            os.kill(pid, signal.SIGKILL)
