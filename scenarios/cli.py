@@ -129,6 +129,18 @@ def _parse_kill(text: str) -> dict:
         raise argparse.ArgumentTypeError(f"--kill {text!r}: expected AGENT@ROUND[:RESTART]") from None
 
 
+def _parse_partition(text: str) -> dict:
+    """a03:market@3-4 → cut every message between a03 and the market in rounds 3 to 4."""
+    try:
+        ends, window = text.split("@")
+        a, b = ends.split(":")
+        start, _, end = window.partition("-")
+        return {"a": a, "b": b, "start_round": int(start), "end_round": int(end or start)}
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--partition {text!r}: expected A:B@START[-END]") from None
+
+
 def _cmd_deploy(args: argparse.Namespace) -> int:
     from peergrid.scenarios.deploy import deploy, with_faults
     from peergrid.scenarios.loader import load_scenario, resolve
@@ -136,11 +148,15 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
 
     scenario = load_scenario(args.scenario)
     kills = [*(k.model_dump() for k in scenario.deploy.kills), *(args.kill or [])]
+    partitions = [*(p.model_dump() for p in scenario.deploy.partitions),
+                  *(args.partition or [])]
     scenario = with_faults(scenario, latency_ms=args.latency_ms, jitter_ms=args.jitter_ms,
                            drop=args.drop, base_port=args.base_port,
                            bid_deadline_ms=args.bid_deadline_ms,
                            signal_timeout_ms=args.signal_timeout_ms,
-                           kills=kills if args.kill else None)
+                           consensus_timeout_ms=args.consensus_timeout_ms,
+                           kills=kills if args.kill else None,
+                           partitions=partitions if args.partition else None)
     out, exits = deploy(scenario, resolve(args.scenario).name, args.policy, args.out,
                         days=args.days, seed=args.seed, learn=args.learn, force=args.force)
     print(format_summary(write_summary(out)))
@@ -229,8 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--drop", type=float, default=None, help="message loss probability")
     dp.add_argument("--kill", type=_parse_kill, action="append",
                     help="AGENT@ROUND[:RESTART_ROUND], repeatable")
+    dp.add_argument("--partition", type=_parse_partition, action="append",
+                    help="cut a link for a window of global rounds: A:B@START[-END], "
+                    "e.g. a03:market@3-4 (repeatable; adds to the scenario's)")
     dp.add_argument("--bid-deadline-ms", type=float, default=None)
     dp.add_argument("--signal-timeout-ms", type=float, default=None)
+    dp.add_argument("--consensus-timeout-ms", type=float, default=None)
     dp.add_argument("--base-port", type=int, default=None)
     dp.set_defaults(func=_cmd_deploy)
 

@@ -7,7 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from peergrid.comms.deployment import Deployment
+from pydantic import ValidationError
+
 from peergrid.comms.launcher import launch
+from peergrid.scenarios.errors import ScenarioError
+from peergrid.scenarios.loader import fault_name_problems, pydantic_problems
 from peergrid.scenarios.logs import write_manifest
 from peergrid.scenarios.schema import Scenario
 from peergrid.scenarios.simulate import prepare_run_dir
@@ -20,8 +24,15 @@ def with_faults(scenario: Scenario, **overrides: Any) -> Scenario:
         return scenario
     data = scenario.deploy.model_dump()
     data.update(changes)
-    deploy = type(scenario.deploy).model_validate(data)
-    return scenario.model_copy(update={"deploy": deploy})
+    try:
+        deploy = type(scenario.deploy).model_validate(data)
+    except ValidationError as err:
+        raise ScenarioError("command line", pydantic_problems(err, ("deploy",))) from None
+    s = scenario.model_copy(update={"deploy": deploy})
+    problems = fault_name_problems(s)
+    if problems:
+        raise ScenarioError("command line", problems)
+    return s
 
 
 def deploy(scenario: Scenario, source: str, policy: str, out: str | Path, days: int = 1,

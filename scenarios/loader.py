@@ -48,11 +48,12 @@ def _loc(loc: tuple[int | str, ...]) -> str:
     return out or "(file)"
 
 
-def _pydantic_problems(err: ValidationError) -> list[str]:
+def pydantic_problems(err: ValidationError, prefix: tuple[str, ...] = ()) -> list[str]:
+    """One line per validation error, naming the field (under ``prefix``) and value."""
     problems = []
     for e in err.errors():
         msg = e["msg"].removeprefix("Value error, ")
-        where = _loc(e["loc"])
+        where = _loc((*prefix, *e["loc"]))
         if e["type"] in ("missing",):
             problems.append(f"{where}: required field is missing")
         elif e["type"] == "extra_forbidden":
@@ -86,6 +87,22 @@ def _cross_checks(s: Scenario) -> list[str]:
             f"scenario.start = {s.scenario.start.isoformat()!r}: with days = "
             f"{s.scenario.days} it must lie within the profile year {PROFILE_YEAR}"
         )
+    return problems + fault_name_problems(s)
+
+
+def fault_name_problems(s: Scenario) -> list[str]:
+    """Faults must name nodes of the deployment: a typo would otherwise inject nothing."""
+    agents = [a.id for a in s.agents]
+    known = f"agents {agents[0]}..{agents[-1]}" if agents else "no agents"
+    problems = []
+    for i, p in enumerate(s.deploy.partitions):
+        for end in ("a", "b"):
+            name = getattr(p, end)
+            if name not in (*agents, "market", "grid"):
+                problems.append(f"deploy.partitions[{i}].{end} = {name!r}: not a node "
+                                f"({known}, market, grid)")
+    problems += [f"deploy.kills[{i}].agent = {k.agent!r}: not an agent ({known})"
+                 for i, k in enumerate(s.deploy.kills) if k.agent not in agents]
     return problems
 
 
@@ -104,7 +121,7 @@ def parse_scenario(data: dict[str, Any], source: str) -> Scenario:
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as err:
-        raise ScenarioError(source, _pydantic_problems(err)) from None
+        raise ScenarioError(source, pydantic_problems(err)) from None
     if scenario.placement is not None:
         problems = _placement_checks(scenario)
         if problems:

@@ -193,6 +193,15 @@ class PartitionConfig(_Section):
     start_round: int = Field(ge=0, description="First global round (day x rounds + round) cut.")
     end_round: int = Field(ge=0, description="Last global round cut (inclusive).")
 
+    @model_validator(mode="after")
+    def _window(self) -> PartitionConfig:
+        if self.end_round < self.start_round:
+            raise ValueError(f"end_round = {self.end_round} is before start_round = "
+                             f"{self.start_round}")
+        if self.a == self.b:
+            raise ValueError(f"a = b = {self.a!r}: a partition cuts a link between two nodes")
+        return self
+
 
 class KillConfig(_Section):
     agent: str = Field(description="Agent whose process is killed.")
@@ -202,6 +211,13 @@ class KillConfig(_Section):
         description="Global round before which it is restarted from its checkpoint "
         "(None: stays down).",
     )
+
+    @model_validator(mode="after")
+    def _restart_after_kill(self) -> KillConfig:
+        if self.restart_round is not None and self.restart_round <= self.at_round:
+            raise ValueError(f"restart_round = {self.restart_round} must come after "
+                             f"at_round = {self.at_round}")
+        return self
 
 
 class DeployConfig(_Section):

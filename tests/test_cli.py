@@ -61,6 +61,15 @@ def test_bad_scenario_exits_2_naming_file_field_and_value(tmp_path):
     assert "mine.toml: agents[0].pv_kwp = -3.0" in res.stderr
 
 
+def test_faults_on_the_command_line_are_checked_before_anything_starts(tmp_path):
+    res = peergrid("deploy", "--partition", "a03:markt@3-4", "--out", str(tmp_path / "d"))
+    assert res.returncode == 2
+    assert "command line: deploy.partitions[0].b = 'markt': not a node" in res.stderr
+    assert not (tmp_path / "d").exists()  # nothing started, nothing written
+    res = peergrid("deploy", "--partition", "a03-market", "--out", str(tmp_path / "d"))
+    assert res.returncode == 2 and "expected A:B@START[-END]" in res.stderr
+
+
 def test_logs_on_a_missing_run_is_a_clear_error(tmp_path):
     res = peergrid("logs", "summarize", str(tmp_path / "nothing"))
     assert res.returncode == 2 and "manifest.json" in res.stderr

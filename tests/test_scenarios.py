@@ -72,6 +72,18 @@ def test_all_problems_are_reported_at_once(raw):
         (lambda d: d["feeder"].update(vm_min_pu=1.1), "must be below vm_max_pu"),
         (lambda d: d["agents"][0].update(soc_init=0.95), "soc_init = 0.95"),
         (lambda d: d["agents"][0].pop("bus"), "agents[0].bus: required field is missing"),
+        (lambda d: d.setdefault("deploy", {}).update(
+            kills=[{"agent": "a5", "at_round": 6, "restart_round": 9}]),
+         "deploy.kills[0].agent = 'a5': not an agent"),
+        (lambda d: d.setdefault("deploy", {}).update(
+            kills=[{"agent": "a05", "at_round": 6, "restart_round": 4}]),
+         "restart_round = 4 must come after at_round = 6"),
+        (lambda d: d.setdefault("deploy", {}).update(
+            partitions=[{"a": "a03", "b": "markt", "start_round": 3, "end_round": 4}]),
+         "deploy.partitions[0].b = 'markt': not a node"),
+        (lambda d: d.setdefault("deploy", {}).update(
+            partitions=[{"a": "a03", "b": "grid", "start_round": 5, "end_round": 4}]),
+         "end_round = 4 is before start_round = 5"),
     ],
 )
 def test_bad_fields_are_named(raw, mutate, fragment):
