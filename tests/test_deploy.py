@@ -138,6 +138,46 @@ def test_a_node_drops_garbage_with_a_reason_and_keeps_serving(tmp_path):
     assert sum(e["event"] == "duplicate" for e in events) == 1
 
 
+def test_partitions_cut_bids_voltages_and_critics_only_where_and_when_configured(one_day,
+                                                                                 tmp_path):
+    algo = one_day.algo.model_copy(update={"rollout_days": 1, "epochs": 2})
+    s = with_faults(one_day.model_copy(update={"algo": algo}), base_port=27600,
+                    bid_deadline_ms=200.0, signal_timeout_ms=500.0, consensus_timeout_ms=300.0,
+                    partitions=[{"a": "a03", "b": "market", "start_round": 3, "end_round": 4},
+                                {"a": "grid", "b": "a04", "start_round": 10, "end_round": 11},
+                                {"a": "a01", "b": "a02", "start_round": 23, "end_round": 23}])
+    out, exits = deploy(s, "ieee13.toml", "consensus", tmp_path / "dep")
+    assert set(exits.values()) == {0}
+    records = read_records(out)
+    assert checks.energy_balance_problems(records, dt_h=1.0) == []
+    market = pd.read_json(out / "market.jsonl", lines=True)
+    assert {r: m for r, m in enumerate(market.bids_missing) if m} == {3: ["a03"], 4: ["a03"]}
+
+    def node_events(name: str) -> list[dict]:
+        return [json.loads(x) for x in (out / "nodes" / f"{name}.jsonl").read_text().splitlines()]
+
+    def flagged(name: str) -> dict[int, list[str]]:
+        return {e["k"]: e["flags"] for e in node_events(name) if e["event"] == "round" and e["flags"]}
+
+    # the market's round starts to a03 were cut: a03 books those rounds grid-only, flagged
+    assert list(flagged("a03")) == [3, 4]
+    assert all("no_round_start" in f for f in flagged("a03").values())
+    a03 = records[records.agent == "a03"].set_index("round")
+    assert (a03.loc[[3, 4], ["p2p_sold_kwh", "p2p_bought_kwh"]] == 0).all().all()
+    # the grid's voltages to a04 were cut: last known value kept, flagged
+    assert flagged("a04") == {10: ["stale_voltage"], 11: ["stale_voltage"]}
+    a04 = records[records.agent == "a04"].set_index("round")
+    assert a04.loc[10, "vm_pu"] == a04.loc[9, "vm_pu"] == a04.loc[11, "vm_pu"]
+    # the critics between a01 and a02 were cut: each averaged over the rest, renormalised
+    for me, other in (("a01", "a02"), ("a02", "a01")):
+        steps = [e for e in node_events(me) if e["event"] == "consensus"]
+        assert [e["missing"] for e in steps] == [[other], [other]], me
+        assert all(other not in e["used"] and me in e["used"] for e in steps)
+    for quiet in ("a05", "a06", "a07", "a08", "a09", "a10", "a11", "a12"):
+        assert flagged(quiet) == {}, quiet
+        assert all(e["missing"] == [] for e in node_events(quiet) if e["event"] == "consensus")
+
+
 def _session_members(sid: int) -> list[int]:
     """Live processes of a session (zombies excluded)."""
     members = []
