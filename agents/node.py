@@ -3,12 +3,12 @@
 Per round: on ``round_start`` observe, act and send the bid; on the settlement and the
 grid signal, conclude the round and write its record. Defined behaviour under faults:
 
-* no settlement within ``signal_timeout_ms``: the agent asks the market to ``resend``
-  it (up to 5 times); a bid that missed the deadline comes back as a grid-only
-  settlement (``grid_only``); if nothing arrives, the round is booked as grid-only
-  trading (``no_settlement``);
-* no grid signal by then: the last known voltage is kept (``stale_voltage``) and the
-  penalty is the one it implies at the agent's own bus;
+* no settlement within ``signal_timeout_ms`` after the bid deadline: the agent asks the
+  market to ``resend`` it (up to 5 times, ``signal_timeout_ms`` apart); a bid that
+  missed the deadline comes back as a grid-only settlement (``grid_only``); if nothing
+  arrives, the round is booked as grid-only trading (``no_settlement``);
+* no grid signal within ``signal_timeout_ms`` of the settlement: the last known voltage
+  is kept (``stale_voltage``) and the penalty is the one it implies at the agent's bus;
 * the next ``round_start`` arrives first: the open round is concluded as above;
 * a ``round_start`` never arrived (or the process was down): that round is booked with
   the battery idle, trading with the grid only (``no_round_start`` / ``down``), so the
@@ -92,7 +92,6 @@ def run_prosumer(dep: Deployment, agent_id: str, incarnation: int = 0) -> None:
         weights = metropolis_weights(communication_graph(scenario, dep.agents), dep.agents)
         row = {b: weights[index, j] for j, b in enumerate(dep.agents) if weights[index, j] > 0}
     neighbours = [b for b in row if b != agent_id]
-    kills = {k.at_round for k in d.kills if k.agent == agent_id}
 
     out = Path(dep.out)
     ckpt = out / "checkpoints" / f"{agent_id}.pkl"
@@ -111,6 +110,8 @@ def run_prosumer(dep: Deployment, agent_id: str, incarnation: int = 0) -> None:
     node.send("market", "hello", incarnation, -1, {"pid": os.getpid()}, control=True)
 
     pending: dict[str, Any] | None = None
+    updating = [False]
+    deferred: list[tuple[Any, dict]] = []
     critics: dict[tuple[int, int, str], np.ndarray] = {}
 
     def conclude() -> None:
@@ -161,8 +162,11 @@ def run_prosumer(dep: Deployment, agent_id: str, incarnation: int = 0) -> None:
         node.send("market", "round_done", episode, rnd, {"k": k})
         state["next_k"] = k + 1
         _checkpoint(ckpt, prosumer, learner, state)
+        while deferred:  # round starts that arrived while this agent was updating
+            handle(*deferred.pop(0))
 
     def update(u: int) -> None:
+        updating[0] = True
         learner.begin_update()
         for e in range(scenario.algo.epochs):
             learner.update_epoch()
@@ -181,6 +185,7 @@ def run_prosumer(dep: Deployment, agent_id: str, incarnation: int = 0) -> None:
                 node.log.event("consensus", update=u, step=e, used=sorted(values),
                                missing=sorted(set(neighbours) - set(values)))
         learner.end_update()
+        updating[0] = False
 
     def handle(h, body) -> None:
         nonlocal pending
@@ -190,16 +195,23 @@ def run_prosumer(dep: Deployment, agent_id: str, incarnation: int = 0) -> None:
                 pending["episode"], pending["round"]):
             pending["settlement"] = body
             pending["latency_s"] = time.monotonic() - pending["t0"]
+            # the market has cleared: the grid's voltages follow within the timeout
+            pending["due"] = min(pending["due"], time.monotonic() + d.signal_timeout_ms / 1e3)
         elif h.kind == "grid_signal" and pending and (h.episode, h.round) == (
                 pending["episode"], pending["round"]):
             pending["signal"] = body
+        elif h.kind == "round_start" and updating[0]:
+            deferred.append((h, body))  # the round being concluded is not booked yet
         elif h.kind == "round_start":
             if time.time() - body["sent_at"] > body["deadline_s"]:
                 # queued while this process was down, or delayed past the bid deadline:
                 # the market has cleared without us; book it when the next round starts
                 node.log.event("stale_round_start", k=body["k"])
                 return
-            start_round(body["k"])
+            start_round(body["k"], body["deadline_s"])
+        elif h.kind == "crash":  # the injected crash: no clean-up at all
+            node.log.event("killed", k=body["k"])
+            os.kill(os.getpid(), signal.SIGKILL)
         elif h.kind == "stop":
             raise _Stop
         else:
@@ -214,10 +226,11 @@ def run_prosumer(dep: Deployment, agent_id: str, incarnation: int = 0) -> None:
         obs = _observe(prosumer, clock, j, retail, feed_in, price_ref)
         bid = prosumer.act(j, rnd, np.zeros(2))
         pending = {"k": j, "episode": episode, "round": rnd, "bid": bid, "obs": obs,
-                   "t0": time.monotonic(), "flags": [flag], "learned": False}
+                   "t0": time.monotonic(), "due": time.monotonic(), "flags": [flag],
+                   "learned": False}
         conclude()
 
-    def start_round(k: int) -> None:
+    def start_round(k: int, deadline_s: float) -> None:
         nonlocal pending, resuming
         if pending is not None:
             conclude()
@@ -227,9 +240,6 @@ def run_prosumer(dep: Deployment, agent_id: str, incarnation: int = 0) -> None:
         while state["next_k"] < k:  # rounds whose start never arrived, or while down
             book_skipped(state["next_k"], "down" if resuming else "no_round_start")
         resuming = False
-        if k in kills and incarnation == 0:
-            node.log.event("killed", k=k)
-            os.kill(os.getpid(), signal.SIGKILL)  # the injected crash: no clean-up at all
         node.global_round = k
         episode, rnd = clock.episode_round(k)
         obs = _observe(prosumer, clock, k, retail, feed_in, price_ref)
@@ -237,21 +247,23 @@ def run_prosumer(dep: Deployment, agent_id: str, incarnation: int = 0) -> None:
         node.send("market", "bid", episode, rnd, {
             "bus": bid.bus, "bid_kwh": bid.bid_kwh, "surplus_kwh": bid.surplus_kwh,
             "q_kvar": bid.q_kvar})
+        # the market clears at its bid deadline: a settlement cannot be late before then
+        now = time.monotonic()
         pending = {"k": k, "episode": episode, "round": rnd, "bid": bid, "obs": obs,
-                   "t0": time.monotonic()}
+                   "t0": now, "due": now + deadline_s + d.signal_timeout_ms / 1e3}
 
     try:
         while True:
             wait = 1.0
             if pending is not None:
-                wait = pending["t0"] + d.signal_timeout_ms / 1e3 - time.monotonic()
+                wait = pending["due"] - time.monotonic()
                 if "settlement" in pending and "signal" in pending:
                     conclude()
                     continue
                 if wait <= 0 and "settlement" not in pending and pending.get("attempt", 0) < 5:
                     # the settlement (or the bid) was lost: ask the market for it again
                     pending["attempt"] = pending.get("attempt", 0) + 1
-                    pending["t0"] = time.monotonic()
+                    pending["due"] = time.monotonic() + d.signal_timeout_ms / 1e3
                     node.send("market", "resend", pending["episode"], pending["round"], {
                         "k": pending["k"], "surplus_kwh": pending["bid"].surplus_kwh,
                         "attempt": pending["attempt"]})

@@ -4,10 +4,12 @@ Processes come from a ``forkserver`` that has already imported torch, pandapower
 peergrid and run torch's lazy initialisation (comms/preload.py), so each prosumer process
 shares those pages instead of paying for its own import (see bench/deploy.py for the
 memory this saves). Injected crashes: a prosumer named in ``[[deploy.kills]]`` kills
-itself with SIGKILL when the start of its round arrives; the launcher restarts it (from
-its checkpoint) once the market has finished the round before ``restart_round``, and the
-market waits for its ``hello`` before that round. Every child is stopped on exit, on error, on Ctrl-C and on SIGTERM; and each
-node watches the launcher, so not even a launcher killed outright leaves orphans.
+itself with SIGKILL on the market's ``crash`` control message, sent as its round begins
+(so no injected network fault can cancel it); the launcher restarts it (from its
+checkpoint) once the market has finished the round before ``restart_round``, and the
+market waits for its ``hello`` before that round. Every child is stopped on exit, on
+error, on Ctrl-C and on SIGTERM; and each node watches the launcher, so not even a
+launcher killed outright leaves orphans.
 """
 
 from __future__ import annotations

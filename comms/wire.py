@@ -40,6 +40,7 @@ KINDS: dict[str, dict[str, str]] = {
     "critic": {"update": "int", "step": "int", "params": "array"},
     "hello": {"pid": "int"},
     "stop": {},
+    "crash": {"k": "int"},
 }
 
 

@@ -4,7 +4,8 @@ Each round: send ``round_start`` to every prosumer; collect bids until all have 
 or ``bid_deadline_ms`` passes; clear the bids that arrived (an agent without a bid
 trades only with the grid that round and the log says so); send each bidder its
 settlement and the grid operator the positions; wait for the grid's ``round_done`` and
-the prosumers' ``round_done`` (or their timeouts); write the market row. Before a
+the prosumers' ``round_done`` (or their timeouts); write the market row. As the round
+of an injected crash begins, send that prosumer a ``crash`` control message; before a
 round at which a killed prosumer is restarted, wait for its ``hello``.
 """
 
@@ -51,7 +52,8 @@ def run_market(dep: Deployment) -> None:
             for h, body in node.receive(deadline - time.monotonic()):
                 if h.kind == "hello":
                     incarnation[h.sender] = max(incarnation.get(h.sender, -1), h.episode)
-                    node.log.event("hello", peer=h.sender, incarnation=h.episode)
+                    node.log.event("hello", peer=h.sender, incarnation=h.episode,
+                                   pid=body["pid"])
                 elif h.kind == "resend":
                     resend(h, body)
                 elif h.kind == kind and (k is None or clock.episode_round(k) == (h.episode, h.round)):
@@ -66,10 +68,17 @@ def run_market(dep: Deployment) -> None:
         return got
 
     settled: dict[int, dict[str, dict]] = {}
+    clock_k = 0  # the round being collected
 
     def resend(h, body) -> None:
         """An agent's settlement was lost (or its bid came late): send it (again)."""
         k = body["k"]
+        if k >= clock_k and k not in settled:
+            # not cleared yet: its bid may still count, and the settlement will follow;
+            # a grid-only answer now would contradict the clearing (and the original
+            # settlement would then be dropped as a duplicate)
+            node.log.event("resend_early", peer=h.sender, k=k, attempt=body["attempt"])
+            return
         s = settled.get(k, {}).get(h.sender)
         if s is None:  # never cleared with this agent's bid: it traded with the grid only
             hour = int(clock.hours[k])
@@ -85,9 +94,11 @@ def run_market(dep: Deployment) -> None:
         node.log.event("start_without", peers=sorted(missing))
     round_done_s = d.signal_timeout_ms / 1e3 * 7  # an agent may ask 5 times for a resend
     for k in range(clock.n_rounds):
+        clock_k = k
         node.global_round = k
         episode, rnd = clock.episode_round(k)
-        if k in kills:
+        if k in kills:  # the injected crash, as a control message no network fault can lose
+            node.send(kills[k], "crash", episode, rnd, {"k": k}, control=True)
             down.add(kills[k])
             killed_incarnation[kills[k]] = incarnation.get(kills[k], 0)
         if k in restarts:
@@ -123,9 +134,12 @@ def run_market(dep: Deployment) -> None:
                        bids_missing=no_bid, down=sorted(down))
         day_end = rnd == clock.steps_per_day - 1
         wait_s = round_done_s + (_update_allowance(scenario, dep) if day_end else 0.0)
-        done = wait_for({*live, "grid"}, "round_done", k, wait_s)
-        if {*live, "grid"} - done:
-            node.log.event("round_done_missing", k=k, peers=sorted({*live, "grid"} - done))
+        # agents whose bid missed the clearing traded with the grid only whatever they do
+        # next, and a later resend is still answered: the round need not wait for them
+        waiting = {*(a for a in live if a in bids), "grid"}
+        done = wait_for(waiting, "round_done", k, wait_s)
+        if waiting - done:
+            node.log.event("round_done_missing", k=k, peers=sorted(waiting - done))
     for peer in (*agents, "grid"):
         node.send(peer, "stop", -1, -1, {}, control=True)
     node.log.event("links", counters=node.link_counters())

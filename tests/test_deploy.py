@@ -92,9 +92,11 @@ def test_a_faulty_day_completes_with_every_round_once_and_balanced(one_day, tmp_
     assert np.allclose(per_round.p2p_sold_kwh, per_round.p2p_bought_kwh)
     a05 = [json.loads(x) for x in (out / "nodes" / "a05.jsonl").read_text().splitlines()]
     assert any(e["event"] == "killed" and e["k"] == 6 for e in a05)
-    assert any(e["event"] == "resumed" and e["from_round"] == 6 for e in a05)
     down = [e["k"] for e in a05 if e["event"] == "round" and "down" in e["flags"]]
-    assert down == [6, 7, 8]
+    # 6-8 while dead (this seed); other seeds' draws can add 5 (crashed with round 5 still
+    # open, its settlement lost) or 9 (the restarted process's first round start lost)
+    assert {6, 7, 8} <= set(down) <= {5, 6, 7, 8, 9}
+    assert any(e["event"] == "resumed" and e["from_round"] == min(down) for e in a05)
     flags = [f for e in a05 + [json.loads(x) for n in ids for x in
                                (out / "nodes" / f"{n}.jsonl").read_text().splitlines()]
              if e["event"] == "round" for f in e["flags"]]
@@ -142,7 +144,7 @@ def test_partitions_cut_bids_voltages_and_critics_only_where_and_when_configured
                                                                                  tmp_path):
     algo = one_day.algo.model_copy(update={"rollout_days": 1, "epochs": 2})
     s = with_faults(one_day.model_copy(update={"algo": algo}), base_port=27600,
-                    bid_deadline_ms=200.0, signal_timeout_ms=500.0, consensus_timeout_ms=300.0,
+                    bid_deadline_ms=300.0, signal_timeout_ms=300.0, consensus_timeout_ms=300.0,
                     partitions=[{"a": "a03", "b": "market", "start_round": 3, "end_round": 4},
                                 {"a": "grid", "b": "a04", "start_round": 10, "end_round": 11},
                                 {"a": "a01", "b": "a02", "start_round": 23, "end_round": 23}])
@@ -150,6 +152,8 @@ def test_partitions_cut_bids_voltages_and_critics_only_where_and_when_configured
     assert set(exits.values()) == {0}
     records = read_records(out)
     assert checks.energy_balance_problems(records, dt_h=1.0) == []
+    per_round = records.groupby("round")[["p2p_sold_kwh", "p2p_bought_kwh"]].sum()
+    assert np.allclose(per_round.p2p_sold_kwh, per_round.p2p_bought_kwh)
     market = pd.read_json(out / "market.jsonl", lines=True)
     assert {r: m for r, m in enumerate(market.bids_missing) if m} == {3: ["a03"], 4: ["a03"]}
 
@@ -173,6 +177,8 @@ def test_partitions_cut_bids_voltages_and_critics_only_where_and_when_configured
         steps = [e for e in node_events(me) if e["event"] == "consensus"]
         assert [e["missing"] for e in steps] == [[other], [other]], me
         assert all(other not in e["used"] and me in e["used"] for e in steps)
+    # the others waited for the clearing at the bid deadline without asking for resends
+    # too early (which once earned them a grid-only answer contradicting the clearing)
     for quiet in ("a05", "a06", "a07", "a08", "a09", "a10", "a11", "a12"):
         assert flagged(quiet) == {}, quiet
         assert all(e["missing"] == [] for e in node_events(quiet) if e["event"] == "consensus")
