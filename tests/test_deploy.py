@@ -8,19 +8,21 @@ import pickle
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import msgpack
 import torch
 import zmq
 
 from peergrid.agents.policies import make_policy
 from peergrid.comms.links import LinkModel
 from peergrid.comms.node import Node, NodeLog
-from peergrid.comms.wire import Header, encode
+from peergrid.comms.wire import WIRE_VERSION, Header, encode
 from peergrid.scenarios import checks
 from peergrid.scenarios.deploy import deploy, with_faults
 from peergrid.scenarios.env import PeerGridEnv
@@ -41,16 +43,71 @@ def in_process(scenario, choose, team=None) -> pd.DataFrame:
     return frame.sort_values(["episode", "round", "agent"]).reset_index(drop=True)
 
 
+def rule(env):
+    pol = {p.spec.agent_id: make_policy("rule", p.spec, p.dt_h) for p in env.community.prosumers}
+    return lambda obs: {a: pol[a](o) for a, o in obs.items()}
+
+
 def test_deploy_equals_in_process_with_a_reference_policy(one_day, tmp_path):
     s = with_faults(one_day, base_port=27300)
     out, exits = deploy(s, "ieee13.toml", "rule", tmp_path / "dep")
     assert set(exits.values()) == {0}
-
-    def rule(env):
-        pol = {p.spec.agent_id: make_policy("rule", p.spec, p.dt_h) for p in env.community.prosumers}
-        return lambda obs: {a: pol[a](o) for a, o in obs.items()}
-
     expected = in_process(s, rule)
+    pd.testing.assert_frame_equal(read_records(out)[expected.columns], expected)
+
+
+def junk_messages(rng: np.random.Generator, scenario_id: str) -> list[bytes]:
+    """Random bytes, well-formed msgpack of the wrong shape, a foreign scenario, a spoofed
+    sender (the intruder's routing id is not a01) and a bad body: all must be refused."""
+    bid = {"bus": "634", "bid_kwh": 1.0, "surplus_kwh": 1.0, "q_kvar": 0.0}
+    return [
+        *(rng.bytes(int(n)) for n in rng.integers(0, 300, 30)),
+        msgpack.packb([1, "x", None]), msgpack.packb({"k": 3}), msgpack.packb([]),
+        encode(Header("another_scenario", 0, 3, "a01", "bid"), bid),
+        encode(Header(scenario_id, 0, 3, "a01", "round_done"), {"k": 3}),
+        msgpack.packb([WIRE_VERSION, scenario_id, 0, 3, "intruder", "bid",
+                       {**bid, "bid_kwh": "lots"}]),  # encode() itself refuses to send it
+    ]
+
+
+def test_garbage_sent_to_every_live_node_is_dropped_and_changes_nothing(one_day, tmp_path):
+    s = with_faults(one_day, base_port=28000)
+    out = tmp_path / "dep"
+    sent: dict[str, int] = {}
+
+    def attack() -> None:  # once the market is trading, at every node's inbox
+        deadline = time.monotonic() + 60
+        while not ((out / "market.jsonl").is_file()
+                   and len((out / "market.jsonl").read_bytes().splitlines()) >= 3):
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.02)
+        endpoints = json.loads((out / "deploy.json").read_text())["endpoints"]
+        ctx = zmq.Context()
+        rng = np.random.default_rng(0)
+        for name, endpoint in endpoints.items():
+            sock = ctx.socket(zmq.DEALER)
+            sock.setsockopt_string(zmq.ROUTING_ID, "intruder")
+            sock.setsockopt(zmq.LINGER, 2000)
+            sock.connect(endpoint)
+            junk = junk_messages(rng, s.scenario.id)
+            for data in junk:
+                sock.send(data)
+            sent[name] = len(junk)
+            sock.close()
+        ctx.term()
+
+    attacker = threading.Thread(target=attack)
+    attacker.start()
+    out, exits = deploy(s, "ieee13.toml", "rule", out)
+    attacker.join()
+    assert set(exits.values()) == {0}
+    assert len(sent) == 15  # market, grid and 13 prosumers
+    for name, n in sent.items():  # each refused with a reason, the node kept serving
+        events = [json.loads(x) for x in (out / "nodes" / f"{name}.jsonl").read_text().splitlines()]
+        rejected = [e for e in events if e["event"] == "rejected"]
+        assert len(rejected) == n and all(e["reason"] for e in rejected), name
+    expected = in_process(s, rule)  # and not one record differs from the undisturbed day
     pd.testing.assert_frame_equal(read_records(out)[expected.columns], expected)
 
 
