@@ -8,8 +8,8 @@ exchanges between graph neighbours over ZeroMQ). It reports, measured in this ru
 round latency (median, p99 and max of the time between consecutive rounds at the
 market, start-up excluded; with learning the max is the round that waited for the
 update), rounds per second, and the memory of the prosumer processes (the pids their
-``hello`` reported; peak USS = private pages, and PSS, sampled from /proc while the
-deployment runs; median over the prosumers; the forkserver shares the preloaded and
+``hello`` reported; peak USS = private pages, PSS and RSS, sampled from /proc while
+the deployment runs; median over the prosumers; the forkserver shares the preloaded and
 warmed-up torch/pandapower pages, comms/preload.py). The last line is machine-readable:
 
     deploy procs=13 rounds_per_s=<x> p99_ms=<y> uss_mb=<z>
@@ -31,15 +31,15 @@ from peergrid.scenarios.deploy import deploy, with_faults
 from peergrid.scenarios.loader import load_scenario, parse_scenario, read_toml
 
 
-def _memory_mb(pid: int) -> tuple[float, float] | None:
-    """(USS, PSS) of a process in MB from /proc/PID/smaps_rollup."""
+def _memory_mb(pid: int) -> tuple[float, float, float] | None:
+    """(USS, PSS, RSS) of a process in MB from /proc/PID/smaps_rollup."""
     try:
         text = Path(f"/proc/{pid}/smaps_rollup").read_text()
     except OSError:
         return None
     kb = {line.split(":")[0]: int(line.split()[1]) for line in text.splitlines()[1:]}
     uss = kb.get("Private_Clean", 0) + kb.get("Private_Dirty", 0)
-    return uss / 1024, kb.get("Pss", 0) / 1024
+    return uss / 1024, kb.get("Pss", 0) / 1024, kb.get("Rss", 0) / 1024
 
 
 def _node_pids() -> list[int]:
@@ -60,7 +60,7 @@ def _node_pids() -> list[int]:
 class MemorySampler(threading.Thread):
     def __init__(self) -> None:
         super().__init__(daemon=True)
-        self.samples: dict[int, tuple[float, float]] = {}
+        self.samples: dict[int, tuple[float, ...]] = {}  # peak of each, per pid
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -68,7 +68,8 @@ class MemorySampler(threading.Thread):
             for pid in _node_pids():
                 m = _memory_mb(pid)
                 if m is not None:
-                    self.samples[pid] = max(self.samples.get(pid, (0, 0)), m)
+                    peak = self.samples.get(pid, m)
+                    self.samples[pid] = tuple(max(a, b) for a, b in zip(peak, m, strict=True))
             time.sleep(0.5)
 
 
@@ -91,8 +92,8 @@ def one(scenario, policy: str, days: int, port: int) -> dict[str, float]:
         "procs": n, "rounds": len(t), "wall_s": wall, "startup_s": float(t[0]),
         "rounds_per_s": (len(t) - 1) / (t[-1] - t[0]), "median_ms": float(np.median(gaps)),
         "p99_ms": float(np.percentile(gaps, 99)), "max_ms": float(gaps.max()),
-        "uss_mb": float(np.median([u for u, _ in nodes])) if nodes else float("nan"),
-        "pss_mb": float(np.median([p for _, p in nodes])) if nodes else float("nan"),
+        **{f"{kind}_mb": float(np.median([m[i] for m in nodes])) if nodes else float("nan")
+           for i, kind in enumerate(("uss", "pss", "rss"))},
         "ok": all(c == 0 for c in exits.values()),
     }
 
@@ -112,7 +113,8 @@ def main() -> None:
                                    ("dickert_lv", dickert(32)), ("dickert_lv", dickert(64)))
             for policy in ("rule", "consensus")]
     print(f"{'deployment':<22}{'procs':>6}{'days':>5}{'rounds/s':>10}{'median ms':>11}"
-          f"{'p99 ms':>8}{'max ms':>8}{'start-up s':>11}{'USS MB':>8}{'PSS MB':>8}{'clean':>7}")
+          f"{'p99 ms':>8}{'max ms':>8}{'start-up s':>11}{'USS MB':>8}{'PSS MB':>8}"
+          f"{'RSS MB':>8}{'clean':>7}")
     first = None
     for i, (label, scenario, policy) in enumerate(runs):
         days = args.days if policy == "rule" else scenario.algo.rollout_days + 1
@@ -120,7 +122,8 @@ def main() -> None:
         first = first or r
         print(f"{label:<22}{r['procs']:>6}{days:>5}{r['rounds_per_s']:>10.1f}"
               f"{r['median_ms']:>11.1f}{r['p99_ms']:>8.1f}{r['max_ms']:>8.0f}"
-              f"{r['startup_s']:>11.1f}{r['uss_mb']:>8.1f}{r['pss_mb']:>8.1f}{str(r['ok']):>7}")
+              f"{r['startup_s']:>11.1f}{r['uss_mb']:>8.1f}{r['pss_mb']:>8.1f}{r['rss_mb']:>8.1f}"
+              f"{str(r['ok']):>7}")
     print(f"deploy procs=13 rounds_per_s={first['rounds_per_s']:.1f} p99_ms={first['p99_ms']:.1f} "
           f"uss_mb={first['uss_mb']:.1f}")
 
