@@ -39,7 +39,7 @@ from peergrid.comms.deployment import Deployment
 from peergrid.comms.runtime import open_node
 
 
-def build_agent_policy(dep: Deployment, scenario, index: int, prosumer, price_ref: float):
+def build_agent_policy(dep: Deployment, scenario, index: int, prosumer):
     """(act(obs, greedy) → action, learner or None) for agent ``index``."""
     from peergrid.agents.policies import REFERENCE_POLICIES, make_policy
 
@@ -49,9 +49,9 @@ def build_agent_policy(dep: Deployment, scenario, index: int, prosumer, price_re
     from peergrid.agents.learners.ppo import PPOLearner
     from peergrid.agents.spaces import ACTION_DIM, OBS_DIM
     from peergrid.scenarios.seeding import stream
-    from peergrid.scenarios.train import learner_config, load_team
+    from peergrid.scenarios.train import learner_config, load_team, reward_scales
 
-    scale = prosumer.spec.p_ref_kw * price_ref * prosumer.dt_h
+    scale = reward_scales(scenario)[prosumer.spec.agent_id]
     agent_id = prosumer.spec.agent_id
     if dep.policy in ("consensus", "ippo"):
         seed = int(stream(dep.seed, "learner", index).integers(2**31))
@@ -84,7 +84,7 @@ def run_prosumer(dep: Deployment, agent_id: str, incarnation: int = 0) -> None:
     prosumer = build_prosumer(scenario, cfg, clock)
     retail, feed_in = scenario.tariff.hourly()
     price_ref = max(retail)
-    act, learner = build_agent_policy(dep, scenario, index, prosumer, price_ref)
+    act, learner = build_agent_policy(dep, scenario, index, prosumer)
     consensus = learner is not None and (dep.policy == "consensus" or (
         dep.learn and scenario.algo.name == "consensus"))
     row: dict[str, float] = {}

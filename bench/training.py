@@ -36,7 +36,7 @@ class Timer:
 def bench(algo: str, episodes: int, stacked: bool = True) -> dict[str, float]:
     scenario = load_scenario("ieee13")
     env = PeerGridEnv(training_window(scenario))
-    team = Team(algo, scenario, env.community, seed=0, stacked=stacked)
+    team = Team(algo, scenario, seed=0, stacked=stacked)
     days = stream(0, "train-days")
     timer = Timer()
     rounds = 0

@@ -35,7 +35,7 @@ from peergrid.agents.spaces import ACTION_DIM, OBS_DIM
 from peergrid.comms.topology import build_graph, metropolis_weights
 from peergrid.grid.feeders import build_feeder
 from peergrid.grid.penalty import violation_pu
-from peergrid.scenarios.community import Community
+from peergrid.scenarios.community import prosumer_spec
 from peergrid.scenarios.env import PeerGridEnv
 from peergrid.scenarios.logs import RunWriter, read_manifest, write_manifest
 from peergrid.scenarios.schema import Scenario
@@ -63,10 +63,12 @@ def training_window(s: Scenario) -> Scenario:
     return s.model_copy(update={"scenario": meta})
 
 
-def reward_scales(community: Community) -> dict[str, float]:
-    """Reward unit per agent: its size x the highest retail price x the round length."""
-    return {p.spec.agent_id: p.spec.p_ref_kw * community.price_ref * community.dt_h
-            for p in community.prosumers}
+def reward_scales(s: Scenario) -> dict[str, float]:
+    """Reward unit per agent: its size x the highest retail price x the round length
+    (from the scenario alone: no profiles need loading)."""
+    price_ref = max(s.tariff.hourly()[0])
+    dt_h = s.scenario.step_min / 60.0
+    return {a.id: prosumer_spec(a).p_ref_kw * price_ref * dt_h for a in s.agents}
 
 
 def communication_graph(s: Scenario, agent_ids: list[str]):
@@ -87,14 +89,13 @@ def communication_graph(s: Scenario, agent_ids: list[str]):
 class Team:
     """All agents' learners of one algorithm behind one in-process interface."""
 
-    def __init__(self, algo: str, scenario: Scenario, community: Community, seed: int,
-                 stacked: bool = True) -> None:
+    def __init__(self, algo: str, scenario: Scenario, seed: int, stacked: bool = True) -> None:
         if algo not in ALGORITHMS:
             raise ValueError(f"algo = {algo!r}: unknown (choose from {', '.join(ALGORITHMS)})")
         self.algo, self.cfg = algo, learner_config(scenario)
-        self.ids = list(community.agent_ids)
+        self.ids = [a.id for a in scenario.agents]
         self.rollout_days = scenario.algo.rollout_days
-        scales = reward_scales(community)
+        scales = reward_scales(scenario)
         seeds = [int(stream(seed, "learner", i).integers(2**31)) for i in range(len(self.ids))]
         self.weights: np.ndarray | None = None
         if algo == "maddpg":
@@ -261,7 +262,7 @@ def train(scenario: Scenario, source: str, algo: str, seed: int, out: str | Path
 
     train_env = PeerGridEnv(training_window(scenario))
     eval_env = PeerGridEnv(scenario)
-    team = Team(algo, scenario, train_env.community, seed)
+    team = Team(algo, scenario, seed)
     day_rng = stream(seed, "train-days")
     start_episode = 0
     if resume:
@@ -324,8 +325,7 @@ def load_team(run_dir: str | Path) -> tuple[Team, Scenario, dict[str, Any]]:
     manifest = read_manifest(run_dir)
     scenario = scenario_from_dump(manifest["scenario"])
     state = torch.load(Path(run_dir) / "checkpoint.pt", weights_only=False)
-    team = Team(state["algo"], scenario, Community(training_window(scenario), days=1),
-                state["seed"])
+    team = Team(state["algo"], scenario, state["seed"])
     team.load_state_dict(state["team"])
     return team, scenario, manifest
 

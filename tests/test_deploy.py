@@ -119,7 +119,7 @@ def test_online_consensus_learning_deployed_equals_in_process(one_day, tmp_path)
     assert set(exits.values()) == {0}
 
     env = PeerGridEnv(s)
-    team = Team("consensus", s, env.community, 5, stacked=False)
+    team = Team("consensus", s, 5, stacked=False)
     expected = in_process(s, lambda _: (lambda o: team.act(o)), team)
     team.end_episode()
     pd.testing.assert_frame_equal(read_records(out)[expected.columns], expected)
