@@ -134,6 +134,23 @@ def test_online_consensus_learning_deployed_equals_in_process(one_day, tmp_path)
                 assert torch.equal(tensor, deployed[part][name]), (aid, part, name)
 
 
+@pytest.mark.parametrize(("algo", "port"), [("consensus", 28100), ("maddpg", 28200)])
+def test_a_trained_policy_deployed_frozen_acts_as_in_process(one_day, tmp_path, algo, port):
+    from peergrid.scenarios.train import evaluate_run, train
+
+    s = with_faults(one_day, base_port=port)
+    run = train(s, "ieee13.toml", algo, 3, tmp_path / "run", episodes=2, progress=False,
+                tensorboard=False)
+    evaluate_run(run, tmp_path / "eval", days=1)  # the greedy policy, in process
+    out, exits = deploy(s, "ieee13.toml", str(run), tmp_path / "dep")
+    assert set(exits.values()) == {0}
+    expected = read_records(tmp_path / "eval")
+    # one agent's network alone vs all agents' stacked in one batched product: equal up
+    # to float32 rounding, not bitwise
+    pd.testing.assert_frame_equal(read_records(out)[expected.columns], expected,
+                                  check_exact=False, rtol=1e-5, atol=1e-6)
+
+
 def test_a_faulty_day_completes_with_every_round_once_and_balanced(one_day, tmp_path):
     s = with_faults(one_day, base_port=27500, latency_ms=50.0, jitter_ms=20.0, drop=0.1,
                     bid_deadline_ms=300.0, signal_timeout_ms=300.0,
