@@ -35,8 +35,38 @@ def with_faults(scenario: Scenario, **overrides: Any) -> Scenario:
     return s
 
 
+def check_policy(scenario: Scenario, policy: str, learn: bool) -> None:
+    """Refuse, before any process starts, a policy the nodes could not load: otherwise
+    every prosumer process would fail on its own and the market trade without them."""
+    from peergrid.agents.policies import REFERENCE_POLICIES
+    from peergrid.scenarios.logs import read_manifest
+
+    if policy in (*REFERENCE_POLICIES, "consensus", "ippo"):
+        if learn:
+            raise ScenarioError("--learn", [f"--policy {policy}: --learn continues a "
+                                            "trained run (--policy runs/NAME)"])
+        return
+    manifest = read_manifest(policy)  # names the directory if it is not a run
+    if not (Path(policy) / "checkpoint.pt").is_file():
+        raise FileNotFoundError(f"{policy}: no checkpoint.pt (is this a training run?)")
+    algo = manifest.get("run", {}).get("algo")
+    trained = [a["id"] for a in manifest["scenario"].get("agents") or []]
+    problems = []
+    missing = [a.id for a in scenario.agents if a.id not in trained]
+    if missing:
+        problems.append(f"{len(missing)} agent(s) of this scenario ({', '.join(missing[:5])}"
+                        f"{', ...' if len(missing) > 5 else ''}) have no trained policy here; "
+                        f"it was trained for {len(trained)} agents "
+                        f"({manifest['scenario_source']})")
+    if learn and algo == "maddpg":
+        problems.append("--learn continues consensus or ippo runs, not maddpg")
+    if problems:
+        raise ScenarioError(str(policy), problems)
+
+
 def deploy(scenario: Scenario, source: str, policy: str, out: str | Path, days: int = 1,
            seed: int = 0, learn: bool = False, force: bool = False) -> tuple[Path, dict]:
+    check_policy(scenario, str(policy), learn)
     out = prepare_run_dir(out, force)
     for sub in ("nodes", "checkpoints"):
         for f in (out / sub).glob("*"):

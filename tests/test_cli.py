@@ -70,6 +70,14 @@ def test_faults_on_the_command_line_are_checked_before_anything_starts(tmp_path)
     assert res.returncode == 2 and "expected A:B@START[-END]" in res.stderr
 
 
+def test_a_policy_the_nodes_could_not_load_is_refused_before_anything_starts(tmp_path):
+    for args, message in ((["--policy", str(tmp_path / "typo")], "no manifest.json"),
+                          (["--policy", "rule", "--learn"], "--learn continues a trained run")):
+        res = peergrid("deploy", *args, "--out", str(tmp_path / "d"))
+        assert res.returncode == 2 and message in res.stderr, res.stderr
+        assert not (tmp_path / "d").exists()
+
+
 def test_logs_on_a_missing_run_is_a_clear_error(tmp_path):
     res = peergrid("logs", "summarize", str(tmp_path / "nothing"))
     assert res.returncode == 2 and "manifest.json" in res.stderr

@@ -24,7 +24,9 @@ from peergrid.comms.links import LinkModel
 from peergrid.comms.node import Node, NodeLog
 from peergrid.comms.wire import WIRE_VERSION, Header, encode
 from peergrid.scenarios import checks
-from peergrid.scenarios.deploy import deploy, with_faults
+from peergrid.scenarios.deploy import check_policy, deploy, with_faults
+from peergrid.scenarios.errors import ScenarioError
+from peergrid.scenarios.loader import load_scenario
 from peergrid.scenarios.env import PeerGridEnv
 from peergrid.scenarios.logs import read_records
 from peergrid.scenarios.train import Team, run_day
@@ -149,6 +151,12 @@ def test_a_trained_policy_deployed_frozen_acts_as_in_process(one_day, tmp_path, 
     # to float32 rounding, not bitwise
     pd.testing.assert_frame_equal(read_records(out)[expected.columns], expected,
                                   check_exact=False, rtol=1e-5, atol=1e-6)
+    # a feeder with other agents is refused before any process starts, naming them
+    with pytest.raises(ScenarioError, match=r"19 agent\(s\) of this scenario \(a14"):
+        check_policy(load_scenario("case33bw"), str(run), learn=False)
+    if algo == "maddpg":
+        with pytest.raises(ScenarioError, match="not maddpg"):
+            check_policy(s, str(run), learn=True)
 
 
 def test_a_faulty_day_completes_with_every_round_once_and_balanced(one_day, tmp_path):
