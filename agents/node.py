@@ -51,8 +51,8 @@ def build_agent_policy(dep: Deployment, scenario, index: int, prosumer):
     from peergrid.scenarios.seeding import stream
     from peergrid.scenarios.train import learner_config, load_team, reward_scales
 
-    scale = reward_scales(scenario)[prosumer.spec.agent_id]
     agent_id = prosumer.spec.agent_id
+    scale = reward_scales(scenario)[agent_id]
     if dep.policy in ("consensus", "ippo"):
         seed = int(stream(dep.seed, "learner", index).integers(2**31))
         learner = PPOLearner(agent_id, OBS_DIM, ACTION_DIM, learner_config(scenario), seed, scale)
@@ -110,7 +110,7 @@ def run_prosumer(dep: Deployment, agent_id: str, incarnation: int = 0) -> None:
     node.send("market", "hello", incarnation, -1, {"pid": os.getpid()}, control=True)
 
     pending: dict[str, Any] | None = None
-    updating = [False]
+    updating = False  # inside a learner update (which receives messages itself)
     deferred: list[tuple[Any, dict]] = []
     critics: dict[tuple[int, int, str], np.ndarray] = {}
 
@@ -166,7 +166,8 @@ def run_prosumer(dep: Deployment, agent_id: str, incarnation: int = 0) -> None:
             handle(*deferred.pop(0))
 
     def update(u: int) -> None:
-        updating[0] = True
+        nonlocal updating
+        updating = True
         learner.begin_update()
         for e in range(scenario.algo.epochs):
             learner.update_epoch()
@@ -185,7 +186,7 @@ def run_prosumer(dep: Deployment, agent_id: str, incarnation: int = 0) -> None:
                 node.log.event("consensus", update=u, step=e, used=sorted(values),
                                missing=sorted(set(neighbours) - set(values)))
         learner.end_update()
-        updating[0] = False
+        updating = False
 
     def handle(h, body) -> None:
         nonlocal pending
@@ -200,7 +201,7 @@ def run_prosumer(dep: Deployment, agent_id: str, incarnation: int = 0) -> None:
         elif h.kind == "grid_signal" and pending and (h.episode, h.round) == (
                 pending["episode"], pending["round"]):
             pending["signal"] = body
-        elif h.kind == "round_start" and updating[0]:
+        elif h.kind == "round_start" and updating:
             deferred.append((h, body))  # the round being concluded is not booked yet
         elif h.kind == "round_start":
             if time.time() - body["sent_at"] > body["deadline_s"]:
@@ -226,8 +227,7 @@ def run_prosumer(dep: Deployment, agent_id: str, incarnation: int = 0) -> None:
         obs = _observe(prosumer, clock, j, retail, feed_in, price_ref)
         bid = prosumer.act(j, rnd, np.zeros(2))
         pending = {"k": j, "episode": episode, "round": rnd, "bid": bid, "obs": obs,
-                   "t0": time.monotonic(), "due": time.monotonic(), "flags": [flag],
-                   "learned": False}
+                   "t0": time.monotonic(), "flags": [flag], "learned": False}
         conclude()
 
     def start_round(k: int, deadline_s: float) -> None:

@@ -72,8 +72,8 @@ class Node:
 
     def send(self, receiver: str, kind: str, episode: int, rnd: int, body: dict[str, Any],
              control: bool = False) -> bool:
-        """Send through the link's fault model; ``control`` messages (hello, stop, crash: the
-        deployment tooling, not the market's network) bypass it."""
+        """Send through the link's fault model; ``control`` messages (hello, stop, crash:
+        the deployment tooling, not the market's network) bypass it."""
         data = encode(Header(self.scenario_id, episode, rnd, self.name, kind), body)
         sock = self._peer(receiver)
         if control:

@@ -68,12 +68,11 @@ def run_market(dep: Deployment) -> None:
         return got
 
     settled: dict[int, dict[str, dict]] = {}
-    clock_k = 0  # the round being collected
 
     def resend(h, body) -> None:
         """An agent's settlement was lost (or its bid came late): send it (again)."""
         k = body["k"]
-        if k >= clock_k and k not in settled:
+        if k >= node.global_round and k not in settled:  # the round being collected
             # not cleared yet: its bid may still count, and the settlement will follow;
             # a grid-only answer now would contradict the clearing (and the original
             # settlement would then be dropped as a duplicate)
@@ -94,7 +93,6 @@ def run_market(dep: Deployment) -> None:
         node.log.event("start_without", peers=sorted(missing))
     round_done_s = d.signal_timeout_ms / 1e3 * 7  # an agent may ask 5 times for a resend
     for k in range(clock.n_rounds):
-        clock_k = k
         node.global_round = k
         episode, rnd = clock.episode_round(k)
         if k in kills:  # the injected crash, as a control message no network fault can lose

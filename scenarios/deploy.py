@@ -6,9 +6,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from peergrid.comms.deployment import Deployment
 from pydantic import ValidationError
 
+from peergrid.comms.deployment import Deployment
 from peergrid.comms.launcher import launch
 from peergrid.scenarios.errors import ScenarioError
 from peergrid.scenarios.loader import fault_name_problems, pydantic_problems
