@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 from typing import Protocol
 
+import networkx as nx
 import numpy as np
 import pandapower as pp
 
@@ -27,9 +28,39 @@ class PowerFlowResult:
     line_loading_pct: np.ndarray
 
 
+@dataclass(frozen=True)
+class FeederTopology:
+    """Which bus feeds which: enough to tell, per line, whose power flows through it."""
+
+    slack_bus: str
+    edges: tuple[tuple[str, str], ...]
+    """Every closed branch between two buses: lines, transformers, bus-bus switches."""
+    line_ends: tuple[tuple[str, str], ...]
+    """(from bus, to bus) of each line, in ``line_names`` order."""
+
+    def downstream_buses(self) -> list[frozenset[str]]:
+        """Per line, the buses it separates from the slack: on a radial feeder, every
+        bus whose load or export flows through it."""
+        graph = nx.Graph(self.edges)
+        out = []
+        for u, v in self.line_ends:
+            if not graph.has_edge(u, v):
+                out.append(frozenset())
+                continue
+            cut = graph.copy()
+            cut.remove_edge(u, v)
+            reach = nx.node_connected_component(cut, self.slack_bus)
+            out.append(frozenset(b for b in graph.nodes if b not in reach))
+        return out
+
+
 class Solver(Protocol):
-    bus_names: list[str]
+    node_names: list[str]
+    """Where injections go and voltages come back: a bus, or a bus's phase ("671.a")."""
+    node_bus: list[str]
+    """The bus of each node."""
     line_names: list[str]
+    topology: FeederTopology
 
     def solve(self, p_kw: np.ndarray, q_kvar: np.ndarray) -> PowerFlowResult: ...
 
@@ -40,13 +71,30 @@ def line_names(net: pp.pandapowerNet) -> list[str]:
             for i, n in zip(net.line.index, net.line.name, strict=True)]
 
 
+def topology_of(net: pp.pandapowerNet) -> FeederTopology:
+    """The bus graph of a pandapower feeder (in-service lines and transformers, closed
+    bus-bus switches) and its slack bus."""
+    name = net.bus.name.astype(str)
+    edges = [(name.at[r.from_bus], name.at[r.to_bus]) for r in net.line.itertuples()
+             if r.in_service]
+    edges += [(name.at[r.hv_bus], name.at[r.lv_bus]) for r in net.trafo.itertuples()
+              if r.in_service]
+    edges += [(name.at[r.bus], name.at[r.element]) for r in net.switch.itertuples()
+              if r.et == "b" and r.closed]
+    ends = tuple((name.at[r.from_bus], name.at[r.to_bus]) for r in net.line.itertuples())
+    return FeederTopology(str(name.at[int(net.ext_grid.bus.iloc[0])]), tuple(edges), ends)
+
+
 class PandapowerSolver:
     """Reference solver: ``pandapower.runpp`` (Newton-Raphson) on a private copy."""
 
     def __init__(self, net: pp.pandapowerNet) -> None:
         self.net = copy.deepcopy(net)
         self.bus_names = [str(n) for n in self.net.bus.name]
+        self.node_names = list(self.bus_names)
+        self.node_bus = list(self.bus_names)
         self.line_names = line_names(self.net)
+        self.topology = topology_of(self.net)
         self._load_idx = np.array(
             [pp.create_load(self.net, bus, p_mw=0.0, q_mvar=0.0, name=f"agents@{name}")
              for bus, name in zip(self.net.bus.index, self.bus_names, strict=True)]
@@ -70,3 +118,42 @@ class PandapowerSolver:
             self.net.res_bus.va_degree.to_numpy(copy=True),
             self.net.res_line.loading_percent.to_numpy(copy=True),
         )
+
+
+class PandapowerPhaseSolver:
+    """Reference per-phase solver: ``pandapower.runpp_3ph`` on a private copy, one wye
+    asymmetric load per bus; nodes are every bus's phases a, b, c."""
+
+    def __init__(self, net: pp.pandapowerNet) -> None:
+        self.net = copy.deepcopy(net)
+        self.bus_names = [str(n) for n in self.net.bus.name]
+        self.node_names = [f"{b}.{p}" for b in self.bus_names for p in "abc"]
+        self.node_bus = [n.split(".")[0] for n in self.node_names]
+        self.line_names = line_names(self.net)
+        self.topology = topology_of(self.net)
+        self._load_idx = np.array(
+            [pp.create_asymmetric_load(self.net, bus, name=f"agents@{name}")
+             for bus, name in zip(self.net.bus.index, self.bus_names, strict=True)])
+
+    def solve(self, p_kw: np.ndarray, q_kvar: np.ndarray) -> PowerFlowResult:
+        from pandapower.pf.runpp_3ph import runpp_3ph
+
+        n = len(self.node_names)
+        if p_kw.shape != (n,) or q_kvar.shape != (n,):
+            raise ValueError(f"injections must have shape ({n},), got {p_kw.shape}, {q_kvar.shape}")
+        p = np.asarray(p_kw).reshape(-1, 3) / 1000.0
+        q = np.asarray(q_kvar).reshape(-1, 3) / 1000.0
+        for k, ph in enumerate("abc"):
+            self.net.asymmetric_load.loc[self._load_idx, f"p_{ph}_mw"] = p[:, k]
+            self.net.asymmetric_load.loc[self._load_idx, f"q_{ph}_mvar"] = q[:, k]
+        try:
+            runpp_3ph(self.net, numba=False, max_iteration=100, tolerance_mva=1e-12)
+        except pp.LoadflowNotConverged:
+            logger.warning("three-phase power flow did not converge")
+            nan = np.full(n, np.nan)
+            return PowerFlowResult(False, nan, nan.copy(), np.full(len(self.net.line), np.nan))
+        res = self.net.res_bus_3ph
+        vm = np.column_stack([res[f"vm_{ph}_pu"] for ph in "abc"]).reshape(-1)
+        va = np.column_stack([res[f"va_{ph}_degree"] for ph in "abc"]).reshape(-1)
+        return PowerFlowResult(True, vm, va,
+                               self.net.res_line_3ph.loading_percent.to_numpy(copy=True))

@@ -1,8 +1,10 @@
 """Feeder registry: builders with one signature, their buses and base loads.
 
-Every builder is ``build(slack_vm_pu=..., with_base_loads=...)`` and returns a
-pandapower network whose bus names are stable ids. In a market scenario the base
-loads are left out: the agents placed on the feeder are its load.
+Every builder is ``build(slack_vm_pu=..., with_base_loads=..., with_capacitors=...)``
+and returns a balanced pandapower network whose bus names are stable ids; a feeder with
+a per-phase model also has ``phases(with_capacitors=...)`` (``grid.threephase``). In a
+market scenario the base loads are left out: the agents placed on the feeder are its
+load.
 """
 
 from __future__ import annotations
@@ -15,29 +17,50 @@ import pandapower as pp
 
 from peergrid.grid.feeders.case33bw import build_case33bw
 from peergrid.grid.feeders.dickert_lv import build_dickert_lv
-from peergrid.grid.feeders.ieee13 import build_ieee13
+from peergrid.grid.feeders.ieee13 import build_ieee13, phase_feeder
+from peergrid.grid.threephase import PhaseFeeder
 
 
 @dataclass(frozen=True)
 class FeederInfo:
     build: Callable[..., pp.pandapowerNet]
     summary: str
+    phases: Callable[..., PhaseFeeder] | None = None
+    """The per-phase model, for feeders that have one."""
 
 
 FEEDERS: dict[str, FeederInfo] = {
     "ieee13": FeederInfo(
-        lambda slack_vm_pu=1.0, with_base_loads=False: build_ieee13(
-            slack_vm_pu=slack_vm_pu, with_spot_loads=with_base_loads),
-        "IEEE 13-node test feeder, balanced equivalent, 4.16 kV, 14 buses"),
-    "case33bw": FeederInfo(build_case33bw, "Baran-Wu 33-bus feeder, 12.66 kV, 32 load buses"),
+        lambda slack_vm_pu=1.0, with_base_loads=False, with_capacitors=False: build_ieee13(
+            slack_vm_pu=slack_vm_pu, with_spot_loads=with_base_loads,
+            with_capacitors=with_capacitors),
+        "IEEE 13-node test feeder, 4.16 kV, 14 buses, per phase or as a balanced equivalent",
+        lambda with_capacitors=False: phase_feeder("kersting", with_capacitors=with_capacitors)),
+    "case33bw": FeederInfo(
+        lambda slack_vm_pu=1.0, with_base_loads=False, with_capacitors=False: build_case33bw(
+            slack_vm_pu, with_base_loads),
+        "Baran-Wu 33-bus feeder, 12.66 kV, 32 load buses"),
     "dickert_lv": FeederInfo(
-        build_dickert_lv, "Dickert LV residential feeder (long, cable), 0.4 kV, 120 load buses"),
+        lambda slack_vm_pu=1.0, with_base_loads=False, with_capacitors=False: build_dickert_lv(
+            slack_vm_pu, with_base_loads),
+        "Dickert LV residential feeder (long, cable), 0.4 kV, 120 load buses"),
 }
 
 
-def build_feeder(name: str, slack_vm_pu: float = 1.0,
-                 with_base_loads: bool = False) -> pp.pandapowerNet:
-    return FEEDERS[name].build(slack_vm_pu=slack_vm_pu, with_base_loads=with_base_loads)
+def build_feeder(name: str, slack_vm_pu: float = 1.0, with_base_loads: bool = False,
+                 with_capacitors: bool = False) -> pp.pandapowerNet:
+    return FEEDERS[name].build(slack_vm_pu=slack_vm_pu, with_base_loads=with_base_loads,
+                               with_capacitors=with_capacitors)
+
+
+@cache
+def bus_phases(name: str, per_phase: bool = True) -> dict[str, str]:
+    """The phases each bus has in the feeder's per-phase model ("abc" everywhere for a
+    balanced feeder or model)."""
+    info = FEEDERS[name]
+    if per_phase and info.phases is not None:
+        return dict(info.phases().bus_phases)
+    return {b: "abc" for b in feeder_buses(name)}
 
 
 @cache
