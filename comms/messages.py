@@ -23,7 +23,13 @@ class Bid:
     surplus_kwh: float
     """Metered net position: pv + discharge − load − charge, times the round length."""
     q_kvar: float
-    """Reactive power drawn by the household (for the AC power flow)."""
+    """Net reactive power drawn at the meter: the load's minus the inverters' set-point
+    (for the AC power flow)."""
+    volt_var_kva: float = 0.0
+    """> 0: the inverters follow the volt-var curve (grid.inverters) with this rating,
+    their reactive power settled with the power flow; 0: set-point mode."""
+    q_max_kvar: float = 0.0
+    """Reactive power the inverters can supply next to their active power."""
 
 
 @dataclass(frozen=True)
@@ -35,5 +41,10 @@ class GridSignal:
     """Voltage magnitude per bus name."""
     converged: bool
     voltage_penalty: dict[str, float]
-    """Penalty per agent id (currency) for this round."""
+    """Each agent's share of this round's voltage-limit penalty (currency)."""
+    line_penalty: dict[str, float]
+    """Each agent's share of this round's line-overload penalty (currency)."""
+    volt_var_q_kvar: dict[str, float]
+    """Reactive power the volt-var inverters settled at (> 0 injected), per agent in
+    volt-var mode."""
     max_line_loading_pct: float

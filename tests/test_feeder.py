@@ -14,7 +14,6 @@ from peergrid.grid.feeders.ieee13 import (
     build_ieee13,
     positive_sequence,
 )
-from peergrid.grid.penalty import agent_penalties, violation_pu
 from peergrid.grid.powerflow import PandapowerSolver
 
 THREE_PHASE = ["632", "633", "634", "671", "680", "692", "675"]
@@ -77,16 +76,3 @@ def test_impossible_injection_reports_non_convergence_not_garbage():
     p[solver.bus_names.index("652")] = 500_000.0  # 500 MW on a 4.16 kV lateral
     res = solver.solve(p, np.zeros_like(p))
     assert not res.converged and np.isnan(res.vm_pu).all()
-
-
-def test_violation_is_distance_outside_limits():
-    v = violation_pu(np.array([0.94, 0.95, 1.0, 1.05, 1.07]), 0.95, 1.05)
-    assert v == pytest.approx([0.01, 0.0, 0.0, 0.0, 0.02])
-
-
-def test_penalty_scopes():
-    vm = {"b1": 1.06, "b2": 1.0}
-    buses = {"x": "b1", "y": "b2"}
-    assert agent_penalties(vm, buses, 0.95, 1.05, 1000, "bus") == pytest.approx({"x": 10, "y": 0})
-    assert agent_penalties(vm, buses, 0.95, 1.05, 1000, "feeder") == pytest.approx({"x": 5, "y": 5})
-    assert agent_penalties(vm, buses, 0.95, 1.05, 1000, "bus", converged=False) == {"x": 1000, "y": 1000}

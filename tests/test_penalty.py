@@ -1,0 +1,102 @@
+"""Who pays for a violation: once per round, shared by the injections that caused it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from peergrid.grid.penalty import (PenaltyRule, allocate, bus_violations, observed_voltage,
+                                   share, violation_pu)
+
+RULE = PenaltyRule(0.95, 1.05, voltage_penalty_per_pu=1000.0, line_penalty_per_pu=100.0)
+NODE_BUS = {"b1.a": "b1", "b1.b": "b1", "b2": "b2"}
+
+
+def test_violation_is_distance_outside_limits():
+    v = violation_pu(np.array([0.94, 0.95, 1.0, 1.05, 1.07]), 0.95, 1.05)
+    assert v == pytest.approx([0.01, 0.0, 0.0, 0.0, 0.02])
+
+
+def test_a_bus_is_out_by_its_worst_phase():
+    got = bus_violations({"b1.a": 1.06, "b1.b": 1.07, "b2": 0.93}, NODE_BUS, 0.95, 1.05)
+    assert got["b1"] == pytest.approx((0.02, 0.0))
+    assert got["b2"] == pytest.approx((0.0, 0.02))
+
+
+def test_overvoltage_is_charged_once_and_shared_by_export():
+    # three agents at b1: x exports 300 kW, y 100 kW, z imports; 0.02 pu over -> 20
+    got = allocate(RULE, {"b1.a": 1.07, "b1.b": 1.0, "b2": 1.0}, NODE_BUS, {}, {},
+                   {"x": "b1", "y": "b1", "z": "b1", "w": "b2"},
+                   {"x": 300.0, "y": 100.0, "z": -50.0, "w": 10.0})
+    assert sum(got.voltage.values()) == pytest.approx(20.0)
+    assert got.voltage == pytest.approx({"x": 15.0, "y": 5.0, "z": 0.0, "w": 0.0})
+
+
+def test_undervoltage_is_shared_by_import_and_equally_without_importers():
+    agents = {"x": "b1", "y": "b1"}
+    low = {"b1.a": 0.94, "b1.b": 0.96, "b2": 1.0}
+    by_import = allocate(RULE, low, NODE_BUS, {}, {}, agents, {"x": -30.0, "y": -10.0})
+    assert by_import.voltage == pytest.approx({"x": 7.5, "y": 2.5})
+    nobody = allocate(RULE, low, NODE_BUS, {}, {}, agents, {"x": 30.0, "y": 10.0})
+    assert nobody.voltage == pytest.approx({"x": 5.0, "y": 5.0})
+
+
+def test_violation_at_a_bus_without_agents_is_reported_not_charged():
+    got = allocate(RULE, {"b1.a": 1.0, "b1.b": 1.0, "b2": 1.07}, NODE_BUS, {}, {},
+                   {"x": "b1"}, {"x": 100.0})
+    assert got.voltage == {"x": 0.0}
+    assert got.voltage_unallocated == pytest.approx(20.0)
+
+
+def test_line_overload_is_shared_downstream_in_the_direction_of_the_flow():
+    agents = {"x": "b2", "y": "b2", "z": "b1"}
+    # line l feeds b2; its 20 % overload costs 100 x 0.2 = 20
+    reverse = allocate(RULE, {"b2": 1.0}, {"b2": "b2"}, {"l": 120.0}, {"l": frozenset({"b2"})},
+                       agents, {"x": 300.0, "y": -100.0, "z": 500.0})
+    assert reverse.line == pytest.approx({"x": 20.0, "y": 0.0, "z": 0.0})
+    forward = allocate(RULE, {"b2": 1.0}, {"b2": "b2"}, {"l": 120.0}, {"l": frozenset({"b2"})},
+                       agents, {"x": 100.0, "y": -300.0, "z": 500.0})
+    assert forward.line == pytest.approx({"x": 0.0, "y": 20.0, "z": 0.0})
+
+
+def test_feeder_scope_splits_the_total_equally():
+    rule = PenaltyRule(0.95, 1.05, 1000.0, 100.0, scope="feeder")
+    got = allocate(rule, {"b1.a": 1.07, "b1.b": 1.0, "b2": 0.94}, NODE_BUS, {"l": 110.0},
+                   {"l": frozenset({"b2"})}, {"x": "b1", "y": "b2"}, {"x": 1.0, "y": 1.0})
+    assert got.voltage == pytest.approx({"x": 15.0, "y": 15.0})
+    assert got.line == pytest.approx({"x": 5.0, "y": 5.0})
+
+
+def test_a_failed_power_flow_is_charged_once_as_a_full_pu_and_shared():
+    got = allocate(RULE, {}, {}, {}, {}, {"x": "b1", "y": "b2"}, {"x": 0.0, "y": 0.0},
+                   converged=False)
+    assert got.voltage == {"x": 500.0, "y": 500.0}
+
+
+@settings(max_examples=300, deadline=None)
+@given(vm=st.lists(st.floats(0.9, 1.1), min_size=3, max_size=3),
+       exports=st.lists(st.floats(-500, 500), min_size=4, max_size=4),
+       loading=st.floats(0, 200))
+def test_what_is_charged_plus_what_is_not_equals_the_violation(vm, exports, loading):
+    nodes = dict(zip(NODE_BUS, vm, strict=True))
+    agents = {"x": "b1", "y": "b1", "z": "b2", "w": "b3"}
+    got = allocate(RULE, nodes, NODE_BUS, {"l": loading}, {"l": frozenset({"b2"})}, agents,
+                   dict(zip(agents, exports, strict=True)))
+    expected = sum(1000.0 * (o + u) for o, u in bus_violations(nodes, NODE_BUS, 0.95,
+                                                                 1.05).values())
+    assert sum(got.voltage.values()) + got.voltage_unallocated == pytest.approx(expected)
+    assert sum(got.line.values()) == pytest.approx(100.0 * max(loading / 100.0 - 1.0, 0.0))
+    assert all(v >= 0 for v in (*got.voltage.values(), *got.line.values()))
+
+
+def test_share_is_proportional_or_equal():
+    assert share(10.0, {"a": 3.0, "b": 1.0}) == pytest.approx({"a": 7.5, "b": 2.5})
+    assert share(10.0, {"a": 0.0, "b": 0.0}) == pytest.approx({"a": 5.0, "b": 5.0})
+
+
+def test_an_agent_sees_its_phase_farthest_from_the_middle_of_the_band():
+    vm = {"671.a": 1.01, "671.b": 0.96, "671.c": 1.045}
+    assert observed_voltage(vm, ["671.a", "671.b", "671.c"], 0.95, 1.05) == 1.045
+    assert observed_voltage(vm, ["671.b"], 0.95, 1.05) == 0.96
