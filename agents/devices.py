@@ -1,13 +1,20 @@
-"""Household devices: a battery with limits and efficiencies (pure dynamics).
+"""Household devices: a battery with limits and efficiencies, and the inverters that
+connect PV and battery to the grid (pure dynamics).
 
 Sign convention for battery power: ``battery_kw > 0`` charges (the battery draws
 from the household bus), ``battery_kw < 0`` discharges. State of charge ``soc`` is a
 fraction of usable capacity. An infeasible request is clipped to the feasible range
 and the clipped amount is returned, so it can be logged and penalised.
+
+Inverters: the PV inverter and the battery inverter each have an apparent-power rating
+S; next to its active power P each can supply reactive power up to sqrt(S² − P²),
+injected (raises the local voltage) or absorbed (lowers it); the PV inverter only while
+the sun is up.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -69,3 +76,29 @@ def step_battery(spec: BatterySpec, soc: float, requested_kw: float, dt_h: float
     # battery that starts outside its band is never pushed further out.
     new_soc = min(max(new_soc, min(spec.soc_min, soc)), max(spec.soc_max, soc))
     return BatteryStep(battery_kw=applied, clip_kw=requested_kw - applied, soc=new_soc)
+
+
+@dataclass(frozen=True)
+class InverterSpec:
+    """Apparent-power ratings of the PV inverter and the battery inverter (0: none)."""
+
+    pv_kva: float = 0.0
+    battery_kva: float = 0.0
+
+
+PV_INVERTER_ONLINE_PU = 0.05
+"""A PV inverter supplies reactive power only while the sun gives it at least this share
+of its rating (IEEE 1547-2018 asks for reactive capability from 5 % of rated active
+power for category B); at night it is off, a battery inverter is not."""
+
+
+def reactive_capability_kvar(inverter: InverterSpec, pv_available_kw: float, pv_out_kw: float,
+                             battery_kw: float) -> float:
+    """Largest |Q| the inverters can supply next to their active power: sqrt(S² − P²)
+    each, the PV inverter only while it is online (``PV_INVERTER_ONLINE_PU``)."""
+    def headroom(s_kva: float, p_kw: float) -> float:
+        return math.sqrt(max(s_kva * s_kva - p_kw * p_kw, 0.0))
+
+    pv_online = inverter.pv_kva > 0 and pv_available_kw >= PV_INVERTER_ONLINE_PU * inverter.pv_kva
+    return ((headroom(inverter.pv_kva, pv_out_kw) if pv_online else 0.0)
+            + headroom(inverter.battery_kva, battery_kw))

@@ -70,10 +70,13 @@ def build_agent_policy(dep: Deployment, scenario, index: int, prosumer):
 
 def run_prosumer(dep: Deployment, agent_id: str, incarnation: int = 0) -> None:
     from peergrid.agents.learners.ppo import PPOLearner  # noqa: F401  (preloaded)
+    from peergrid.agents.spaces import ACTION_DIM
     from peergrid.comms.topology import consensus_average, metropolis_weights
     from peergrid.market.sdr import Tariff
     from peergrid.market.settlement import Settlement, grid_only_settlement
-    from peergrid.scenarios.community import Clock, build_prosumer
+    from peergrid.grid.penalty import observed_voltage, stale_voltage_penalty
+    from peergrid.scenarios.community import (Clock, agent_connections, build_prosumer,
+                                              penalty_rule)
     from peergrid.scenarios.train import communication_graph
 
     scenario, node = open_node(dep, agent_id)
@@ -82,6 +85,8 @@ def run_prosumer(dep: Deployment, agent_id: str, incarnation: int = 0) -> None:
     index = dep.agents.index(agent_id)
     cfg = scenario.agents[index]
     prosumer = build_prosumer(scenario, cfg, clock)
+    rule = penalty_rule(scenario)
+    nodes = agent_connections(scenario)[agent_id]
     retail, feed_in = scenario.tariff.hourly()
     price_ref = max(retail)
     act, learner = build_agent_policy(dep, scenario, index, prosumer)
@@ -136,27 +141,26 @@ def run_prosumer(dep: Deployment, agent_id: str, incarnation: int = 0) -> None:
         if g is None:
             flags.append("stale_voltage")
             vm = prosumer.signals.vm_pu
-            from peergrid.grid.penalty import violation_pu
-
-            f = scenario.feeder
-            penalty = float(f.voltage_penalty_per_pu * violation_pu(vm, f.vm_min_pu, f.vm_max_pu))
+            penalty, line_penalty = stale_voltage_penalty(rule, vm), 0.0
         else:
-            vm, penalty = g["vm_pu"][cfg.bus], g["voltage_penalty"][agent_id]
+            vm = observed_voltage(g["vm_pu"], nodes, rule.vm_min_pu, rule.vm_max_pu)
+            penalty, line_penalty = g["voltage_penalty"][agent_id], g["line_penalty"][agent_id]
+        droop_q = g["volt_var_q_kvar"].get(agent_id, 0.0) if g is not None else 0.0
         record = prosumer.conclude(episode, rnd, clock.times[k].isoformat(), settlement,
-                                   tariff_retail, tariff_feed_in, vm, penalty)
+                                   tariff_retail, tariff_feed_in, vm, penalty, line_penalty,
+                                   droop_q)
         records.write(_json(record.as_dict()) + "\n")
         records.flush()
         day_end = rnd == clock.steps_per_day - 1
         if learner is not None and p.get("learned", True):
-            nxt = (_observe(prosumer, clock, k + 1, retail, feed_in, price_ref)
-                   if k + 1 < clock.n_rounds else np.zeros_like(p["obs"]))
-            learner.observe(record.reward, nxt, day_end)
-        if day_end:
+            # the state after the window's last round is real too (data of the next day)
+            nxt = _observe(prosumer, clock, k + 1, retail, feed_in, price_ref)
+            learner.observe(record.reward, nxt, terminated=False, truncated=day_end)
+        if day_end:  # the battery keeps its charge over midnight
             state["episodes"] += 1
             if learner is not None and state["episodes"] % scenario.algo.rollout_days == 0:
                 update(state["updates"])
                 state["updates"] += 1
-            prosumer.reset()
         node.log.event("round", k=k, episode=episode, round=rnd, flags=flags,
                        bid_to_settlement_s=p.get("latency_s"), links=node.link_counters())
         node.send("market", "round_done", episode, rnd, {"k": k})
@@ -225,7 +229,7 @@ def run_prosumer(dep: Deployment, agent_id: str, incarnation: int = 0) -> None:
         nonlocal pending
         episode, rnd = clock.episode_round(j)
         obs = _observe(prosumer, clock, j, retail, feed_in, price_ref)
-        bid = prosumer.act(j, rnd, np.zeros(2))
+        bid = prosumer.act(j, rnd, np.zeros(ACTION_DIM))
         pending = {"k": j, "episode": episode, "round": rnd, "bid": bid, "obs": obs,
                    "t0": time.monotonic(), "flags": [flag], "learned": False}
         conclude()
@@ -246,7 +250,8 @@ def run_prosumer(dep: Deployment, agent_id: str, incarnation: int = 0) -> None:
         bid = prosumer.act(k, rnd, act(obs))
         node.send("market", "bid", episode, rnd, {
             "bus": bid.bus, "bid_kwh": bid.bid_kwh, "surplus_kwh": bid.surplus_kwh,
-            "q_kvar": bid.q_kvar})
+            "q_kvar": bid.q_kvar, "volt_var_kva": bid.volt_var_kva,
+            "q_max_kvar": bid.q_max_kvar})
         # the market clears at its bid deadline: a settlement cannot be late before then
         now = time.monotonic()
         pending = {"k": k, "episode": episode, "round": rnd, "bid": bid, "obs": obs,

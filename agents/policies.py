@@ -3,10 +3,17 @@
 Each policy is built per agent from its spec and acts on the agent's observation
 only (the same interface learners have), returning an action in ``agents.spaces``.
 
-- ``nop2p``: battery idle, no P2P bids: today's grid-only household.
+- ``nop2p``: battery idle, no P2P bids, inverters at unity power factor: today's
+  grid-only household.
 - ``selfconsume``: battery follows the household's own surplus/deficit, no P2P bids.
 - ``rule``: the same battery rule, and the whole remaining position bid into the P2P
   market (charge on surplus, discharge on deficit, offer the rest).
+- ``voltvar``: ``rule`` plus what utilities ask of inverters today (IEEE 1547-2018,
+  category B defaults): the volt-var curve, settled by the grid operator with the power
+  flow (``grid.inverters``; the scenario's agents get ``inverter_control = volt_var``,
+  see ``INVERTER_CONTROL``), and the volt-watt curve, which limits active power above
+  1.06 pu; volt-watt changes the metered energy, so it acts on the voltage broadcast
+  after the previous round (the market clears before the grid solves).
 """
 
 from __future__ import annotations
@@ -17,31 +24,58 @@ import numpy as np
 
 from peergrid.agents.devices import feasible_range_kw
 from peergrid.agents.prosumer import ProsumerSpec
+from peergrid.agents.spaces import ACTION_DIM
+from peergrid.grid.inverters import volt_watt_pu
 
 Policy = Callable[[np.ndarray], np.ndarray]
 
 
-def _battery_follows_surplus(spec: ProsumerSpec, dt_h: float, obs: np.ndarray) -> float:
-    """Battery fraction that absorbs surplus / covers deficit within what is feasible."""
+def _battery_kw(spec: ProsumerSpec, dt_h: float, obs: np.ndarray, curtail: float = 0.0
+                ) -> float:
+    """Battery power that absorbs surplus / covers deficit within what is feasible."""
     b = spec.battery
     if not b.present:
         return 0.0
-    surplus_kw = float(obs[3] - obs[2]) * spec.p_ref_kw
+    surplus_kw = float(obs[3] * (1.0 - curtail) - obs[2]) * spec.p_ref_kw
     low, high = feasible_range_kw(b, float(obs[4]), dt_h)
-    want_kw = min(max(surplus_kw, low), high)
-    limit = b.charge_kw_max if want_kw >= 0 else b.discharge_kw_max
-    return want_kw / limit if limit > 0 else 0.0
+    return min(max(surplus_kw, low), high)
+
+
+def _battery_fraction(spec: ProsumerSpec, battery_kw: float) -> float:
+    b = spec.battery
+    limit = b.charge_kw_max if battery_kw >= 0 else b.discharge_kw_max
+    return battery_kw / limit if limit > 0 else 0.0
+
+
+def _action(battery: float = 0.0, bid: float = 0.0, reactive: float = 0.0,
+            curtail: float = 0.0) -> np.ndarray:
+    return np.array([battery, bid, reactive, curtail], dtype=np.float32)
+
+
+def volt_watt_curtail(spec: ProsumerSpec, obs: np.ndarray) -> float:
+    """Share of the PV output the volt-watt curve curtails at the last observed voltage."""
+    pv_kw = float(obs[3]) * spec.p_ref_kw
+    vm = 1.0 + float(obs[10]) / 10.0  # agents.spaces: (vm - 1) x 10
+    p_max = float(volt_watt_pu(vm)) * spec.inverter.pv_kva
+    return max(pv_kw - p_max, 0.0) / pv_kw if pv_kw > 0 else 0.0
 
 
 def make_policy(name: str, spec: ProsumerSpec, dt_h: float) -> Policy:
     """A reference policy by name for one agent."""
     if name == "nop2p":
-        return lambda obs: np.zeros(2, dtype=np.float32)
-    if name == "selfconsume":
-        return lambda obs: np.array([_battery_follows_surplus(spec, dt_h, obs), 0.0], np.float32)
-    if name == "rule":
-        return lambda obs: np.array([_battery_follows_surplus(spec, dt_h, obs), 1.0], np.float32)
+        return lambda obs: np.zeros(ACTION_DIM, dtype=np.float32)
+    if name in ("selfconsume", "rule"):
+        bid = 1.0 if name == "rule" else 0.0
+        return lambda obs: _action(_battery_fraction(spec, _battery_kw(spec, dt_h, obs)), bid)
+    if name == "voltvar":
+        def policy(obs: np.ndarray) -> np.ndarray:
+            curtail = volt_watt_curtail(spec, obs)
+            battery_kw = _battery_kw(spec, dt_h, obs, curtail)
+            return _action(_battery_fraction(spec, battery_kw), 1.0, 0.0, curtail)
+        return policy
     raise ValueError(f"policy = {name!r}: unknown (choose from {', '.join(REFERENCE_POLICIES)})")
 
 
-REFERENCE_POLICIES = ("nop2p", "selfconsume", "rule")
+REFERENCE_POLICIES = ("nop2p", "selfconsume", "rule", "voltvar")
+INVERTER_CONTROL = {"voltvar": "volt_var"}
+"""The inverter control a reference policy needs (the others keep the scenario's)."""

@@ -11,11 +11,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from peergrid.agents.devices import BatterySpec, step_battery
+from peergrid.agents.devices import (BatterySpec, InverterSpec, reactive_capability_kvar,
+                                     step_battery)
 from peergrid.agents.records import RoundRecord
-from peergrid.agents.spaces import OBS_BOUND, OBS_DIM, squash_sdr
+from peergrid.agents.spaces import (ACTION_DIM, ACTION_HIGH, ACTION_LOW, OBS_BOUND, OBS_DIM,
+                                     squash_sdr)
 from peergrid.comms.messages import Bid
 from peergrid.market.settlement import Settlement
+
+
+_BOX = tuple(zip(map(float, ACTION_LOW), map(float, ACTION_HIGH), strict=True))
+"""The action box as plain floats (clipping stays in float64)."""
+
+INVERTER_KVA_PER_KW = 1.1
+"""Default inverter rating per kW of PV or battery: IEEE 1547-2018 (category B) asks for
+0.44 pu reactive power at rated active power, i.e. S >= 1.09 P."""
 
 
 @dataclass(frozen=True)
@@ -28,6 +38,18 @@ class ProsumerSpec:
     power_factor: float
     pv_kwp: float
     battery: BatterySpec
+    inverter: InverterSpec | None = None
+    """None: ``INVERTER_KVA_PER_KW`` x the PV kWp and x the battery kW."""
+    volt_var: bool = False
+    """The inverters follow the IEEE 1547 volt-var curve (settled by the grid operator
+    with the power flow, ``grid.inverters``) instead of the reactive-power action."""
+
+    def __post_init__(self) -> None:
+        if self.inverter is None:
+            object.__setattr__(self, "inverter", InverterSpec(
+                INVERTER_KVA_PER_KW * self.pv_kwp,
+                INVERTER_KVA_PER_KW * max(self.battery.charge_kw_max,
+                                          self.battery.discharge_kw_max)))
 
     @property
     def p_ref_kw(self) -> float:
@@ -95,27 +117,37 @@ class Prosumer:
         return np.clip(obs, -OBS_BOUND, OBS_BOUND)
 
     def act(self, k: int, round_index: int, action: np.ndarray) -> Bid:
-        """Apply an action for round ``k``: run the battery, form the bid."""
-        battery_frac = float(np.clip(action[0], -1.0, 1.0))
-        bid_share = float(np.clip(action[1], 0.0, 1.0))
-        b = self.spec.battery
+        """Apply an action for round ``k`` (layout: agents.spaces): curtail PV, run the
+        battery, set the inverters' reactive power, form the bid."""
+        if np.shape(action) != (ACTION_DIM,):
+            raise ValueError(f"{self.spec.agent_id}: action must have shape ({ACTION_DIM},), "
+                             f"got {np.shape(action)}")
+        battery_frac, bid_share, q_frac, curtail_frac = (
+            min(max(float(x), low), high) for x, (low, high) in zip(action, _BOX, strict=True))
+        b, inv = self.spec.battery, self.spec.inverter
         limit_kw = b.charge_kw_max if battery_frac >= 0 else b.discharge_kw_max
-        requested_kw = battery_frac * limit_kw
         soc_before = self.soc
-        step = step_battery(b, self.soc, requested_kw, self.dt_h)
+        step = step_battery(b, self.soc, battery_frac * limit_kw, self.dt_h)
         self.soc = step.soc
         load, pv = float(self.load_kw[k]), float(self.pv_kw[k])
-        surplus_kwh = (pv - load - step.battery_kw) * self.dt_h
+        # what the PV inverter lets through: the curtailed share, and its rating
+        pv_out = min(pv * (1.0 - curtail_frac), inv.pv_kva) if pv > 0 else 0.0
+        q_max = reactive_capability_kvar(inv, pv, pv_out, step.battery_kw)
+        q_kvar = 0.0 if self.spec.volt_var else q_frac * q_max
+        surplus_kwh = (pv_out - load - step.battery_kw) * self.dt_h
         bid_kwh = bid_share * surplus_kwh
         self._pending = {
-            "load_kw": load, "pv_kw": pv, "battery_kw": step.battery_kw,
-            "battery_clip_kw": step.clip_kw, "soc_start": soc_before, "soc": step.soc,
-            "surplus_kwh": surplus_kwh, "bid_kwh": bid_kwh,
+            "load_kw": load, "pv_kw": pv, "curtailed_kw": pv - pv_out, "q_kvar": q_kvar,
+            "battery_kw": step.battery_kw, "battery_clip_kw": step.clip_kw,
+            "soc_start": soc_before, "soc": step.soc, "surplus_kwh": surplus_kwh,
+            "bid_kwh": bid_kwh,
         }
         return Bid(
             agent=self.spec.agent_id, bus=self.spec.bus, round_index=round_index,
             bid_kwh=bid_kwh, surplus_kwh=surplus_kwh,
-            q_kvar=load * self.spec.q_per_p,
+            q_kvar=load * self.spec.q_per_p - q_kvar,
+            volt_var_kva=(inv.pv_kva + inv.battery_kva) if self.spec.volt_var else 0.0,
+            q_max_kvar=q_max,
         )
 
     def conclude(
@@ -128,8 +160,11 @@ class Prosumer:
         feed_in: float,
         vm_pu: float,
         voltage_penalty: float,
+        line_penalty: float,
+        volt_var_q_kvar: float = 0.0,
     ) -> RoundRecord:
-        """Book the round's settlement and voltage signal; return its record."""
+        """Book the round's settlement and grid signal (with the reactive power the
+        volt-var inverters settled at); return its record."""
         if self._pending is None:
             raise RuntimeError(f"{self.spec.agent_id}: conclude() before act()")
         p = self._pending
@@ -141,6 +176,7 @@ class Prosumer:
         return RoundRecord(
             episode=episode, round=round_index, time=time, agent=self.spec.agent_id,
             bus=self.spec.bus, load_kw=p["load_kw"], pv_kw=p["pv_kw"],
+            curtailed_kw=p["curtailed_kw"], q_kvar=p["q_kvar"] + volt_var_q_kvar,
             battery_kw=p["battery_kw"], battery_clip_kw=p["battery_clip_kw"],
             soc=p["soc"], surplus_kwh=p["surplus_kwh"], bid_kwh=p["bid_kwh"],
             p2p_bought_kwh=settlement.p2p_bought_kwh, p2p_sold_kwh=settlement.p2p_sold_kwh,
@@ -149,6 +185,7 @@ class Prosumer:
             retail_price=retail, feed_in_price=feed_in,
             buy_price=settlement.buy_price_per_kwh, sell_price=settlement.sell_price_per_kwh,
             sdr=settlement.sdr, vm_pu=vm_pu, voltage_penalty=voltage_penalty,
-            payment=settlement.payment, grid_only_payment=settlement.grid_only_payment,
-            reward=-settlement.payment - voltage_penalty,
+            line_penalty=line_penalty, payment=settlement.payment,
+            grid_only_payment=settlement.grid_only_payment,
+            reward=-settlement.payment - voltage_penalty - line_penalty,
         )

@@ -12,10 +12,16 @@ max(load peak, PV kWp, battery kW) so agents of different sizes share one layout
 ``price_ref`` is the highest retail price of the tariff. Prices and voltage are the
 public signals of the previous round (the market and grid answer after acting).
 
-Action (float32, both components clipped to the box):
+Action (float32, every component clipped to the box):
 
     0 battery power as a fraction of its power limit, [-1, 1] (> 0 charges)
     1 share of the resulting net position bid into the P2P market, [0, 1]
+    2 inverter reactive power as a fraction of what the inverters can supply next to
+      their active power (sqrt(S² − P²) each), [-1, 1] (> 0 injects: raises voltage)
+    3 share of the available PV output curtailed, [0, 1]
+
+An agent without a battery, PV or inverter has actions that do nothing physically;
+its box is the same, so every agent shares one layout.
 """
 
 from __future__ import annotations
@@ -28,7 +34,13 @@ OBS_FEATURES = (
     "last_sell_price", "last_buy_price", "last_sdr", "last_dv",
 )
 OBS_DIM = len(OBS_FEATURES)
-ACTION_DIM = 2
+ACTION_FEATURES = ("battery", "bid_share", "reactive", "curtail")
+ACTION_DIM = len(ACTION_FEATURES)
+ACTION_LOW = np.array([-1.0, 0.0, -1.0, 0.0], dtype=np.float32)
+ACTION_HIGH = np.array([1.0, 1.0, 1.0, 1.0], dtype=np.float32)
+ACTION_NEUTRAL = np.array([0.0, 0.5, 0.0, 0.0], dtype=np.float32)
+"""Where learners start: battery idle, half the position bid, no reactive power, no
+curtailment (not the middle of the box, which would curtail half of all PV)."""
 OBS_BOUND = 10.0
 
 
@@ -37,11 +49,7 @@ def observation_space() -> spaces.Box:
 
 
 def action_space() -> spaces.Box:
-    return spaces.Box(
-        low=np.array([-1.0, 0.0], dtype=np.float32),
-        high=np.array([1.0, 1.0], dtype=np.float32),
-        dtype=np.float32,
-    )
+    return spaces.Box(low=ACTION_LOW, high=ACTION_HIGH, dtype=np.float32)
 
 
 def squash_sdr(sdr: float) -> float:

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from peergrid.agents.learners.config import LearnerConfig
-from peergrid.agents.learners.nets import ACTION_HIGH, ACTION_LOW, mlp, squash_to_box
+from peergrid.agents.learners.nets import (ACTION_HIGH, ACTION_LOW, initial_action_bias, mlp,
+                                           squash_to_box)
 from peergrid.agents.learners.stacked import StackedMLP
 
 
@@ -51,6 +52,9 @@ def _agent_networks(n_agents: int, obs_dim: int, act_dim: int, cfg: LearnerConfi
         torch.manual_seed(seed)
         actor = mlp(obs_dim, cfg.hidden_sizes, act_dim)
         critic = mlp(n_agents * (obs_dim + act_dim), cfg.hidden_sizes, 1)
+    with torch.no_grad():  # start at the neutral action, as the PPO learners do
+        actor[-1].weight.mul_(0.1)
+        actor[-1].bias.copy_(initial_action_bias(squashed=True))
     return actor, critic
 
 
@@ -109,12 +113,13 @@ class MADDPG:
         mu = np.clip(mu, ACTION_LOW.numpy(), ACTION_HIGH.numpy()).astype(np.float32)
         return dict(zip(self.ids, mu, strict=True))
 
-    def observe(self, obs, actions, rewards, next_obs, done: bool) -> dict[str, float] | None:
+    def observe(self, obs, actions, rewards, next_obs, terminated: bool,
+                truncated: bool = False) -> dict[str, float] | None:
         """Store one joint transition; update every ``update_every`` rounds."""
         stack = lambda d: np.stack([d[a] for a in self.ids])  # noqa: E731
         self.buffer.add(stack(obs), stack(actions),
                         np.array([rewards[a] for a in self.ids]) / self.scales,
-                        stack(next_obs), float(done))
+                        stack(next_obs), float(terminated))  # truncation bootstraps
         self.steps += 1
         if self.steps % self.cfg.update_every or self.buffer.count < self.cfg.batch_size:
             return None

@@ -30,19 +30,25 @@ import numpy as np
 import torch
 
 from peergrid.agents.learners.config import LearnerConfig
-from peergrid.agents.learners.nets import ACTION_HIGH, ACTION_LOW, clip_to_box, mlp
+from peergrid.agents.learners.nets import clip_to_box, initial_action_bias, mlp
 from peergrid.agents.learners.stacked import StackedMLP
 
 
-def gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray, dones: np.ndarray,
-        gamma: float, lam: float) -> tuple[np.ndarray, np.ndarray]:
-    """Generalised advantage estimates and returns along axis 0 (time)."""
+def gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray,
+        terminated: np.ndarray, gamma: float, lam: float,
+        truncated: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Generalised advantage estimates and returns along axis 0 (time).
+
+    A terminated step has no future (no bootstrap); a truncated one (a day ending in a
+    continuing task) bootstraps from its next state's value. Both end the GAE trace,
+    since the next step in the rollout belongs to another episode.
+    """
+    ends = terminated if truncated is None else np.maximum(terminated, truncated)
     adv = np.zeros_like(values, dtype=float)
     last = np.zeros_like(values[0], dtype=float)
     for t in range(len(rewards) - 1, -1, -1):
-        nonterminal = 1.0 - dones[t]
-        delta = rewards[t] + gamma * next_values[t] * nonterminal - values[t]
-        last = delta + gamma * lam * nonterminal * last
+        delta = rewards[t] + gamma * next_values[t] * (1.0 - terminated[t]) - values[t]
+        last = delta + gamma * lam * (1.0 - ends[t]) * last
         adv[t] = last
     return adv, adv + values
 
@@ -53,11 +59,11 @@ def _agent_networks(obs_dim: int, act_dim: int, cfg: LearnerConfig, seed: int):
         torch.manual_seed(seed)
         actor = mlp(obs_dim, cfg.hidden_sizes, act_dim)
         critic = mlp(obs_dim, cfg.hidden_sizes, 1)
-    # start near the middle of the action box (battery idle, half of the position bid)
-    # with little dependence on the observation, as PPO implementations do
+    # start at the neutral action (battery idle, half the position bid, no reactive power,
+    # no curtailment) with little dependence on the observation, as PPO implementations do
     with torch.no_grad():
         actor[-1].weight.mul_(0.01)
-        actor[-1].bias.copy_((ACTION_LOW + ACTION_HIGH) / 2)
+        actor[-1].bias.copy_(initial_action_bias(squashed=False))
     return actor, critic
 
 
@@ -97,13 +103,15 @@ class PPOGroup:
         self._pending = (np.asarray(obs, np.float32), raw.numpy(), logp.numpy())
         return clip_to_box(raw.numpy())
 
-    def observe(self, rewards: np.ndarray, next_obs: np.ndarray, done: bool) -> None:
+    def observe(self, rewards: np.ndarray, next_obs: np.ndarray, terminated: bool,
+                truncated: bool = False) -> None:
         """Complete the transitions started by the last ``act``."""
         if self._pending is None:
             raise RuntimeError(f"{self.ids}: observe() without a preceding act()")
         obs, raw, logp = self._pending
+        n = len(self.ids)
         self._rollout.append((obs, raw, logp, np.asarray(rewards, float) / self.scales,
-                              np.full(len(self.ids), float(done)),
+                              np.full(n, float(terminated)), np.full(n, float(truncated)),
                               np.asarray(next_obs, np.float32)))
         self._pending = None
 
@@ -118,11 +126,13 @@ class PPOGroup:
     # ---- learning ----------------------------------------------------------------
 
     def begin_update(self) -> None:
-        obs, raw, logp, rew, done, nxt = (np.stack(x) for x in zip(*self._rollout, strict=True))
+        obs, raw, logp, rew, term, trunc, nxt = (np.stack(x)
+                                                 for x in zip(*self._rollout, strict=True))
         # stacked along time first: (T, n, ...) → agent first (n, T, ...)
         obs, raw, nxt = (np.swapaxes(x, 0, 1) for x in (obs, raw, nxt))
         values, next_values = self.values(obs).T, self.values(nxt).T  # (T, n)
-        adv, ret = gae(rew, values, next_values, done, self.cfg.gamma, self.cfg.gae_lambda)
+        adv, ret = gae(rew, values, next_values, term, self.cfg.gamma, self.cfg.gae_lambda,
+                       trunc)
         adv = (adv - adv.mean(axis=0)) / (adv.std(axis=0) + 1e-8)
         self._batch = {
             "obs": torch.as_tensor(obs), "raw": torch.as_tensor(raw),
@@ -227,8 +237,10 @@ class PPOLearner:
     def act(self, obs: np.ndarray, greedy: bool = False) -> np.ndarray:
         return self.group.act(np.asarray(obs)[None], greedy)[0]
 
-    def observe(self, reward: float, next_obs: np.ndarray, done: bool) -> None:
-        self.group.observe(np.array([reward]), np.asarray(next_obs)[None], done)
+    def observe(self, reward: float, next_obs: np.ndarray, terminated: bool,
+                truncated: bool = False) -> None:
+        self.group.observe(np.array([reward]), np.asarray(next_obs)[None], terminated,
+                           truncated)
 
     def value(self, obs: np.ndarray) -> float:
         return float(self.group.values(np.asarray(obs, np.float32)[None, None])[0, 0])
@@ -280,9 +292,10 @@ class SeparateLearners:
     def act(self, obs: np.ndarray, greedy: bool = False) -> np.ndarray:
         return np.concatenate([g.act(obs[i:i + 1], greedy) for i, g in enumerate(self.groups)])
 
-    def observe(self, rewards: np.ndarray, next_obs: np.ndarray, done: bool) -> None:
+    def observe(self, rewards: np.ndarray, next_obs: np.ndarray, terminated: bool,
+                truncated: bool = False) -> None:
         for i, g in enumerate(self.groups):
-            g.observe(rewards[i:i + 1], next_obs[i:i + 1], done)
+            g.observe(rewards[i:i + 1], next_obs[i:i + 1], terminated, truncated)
 
     def begin_update(self) -> None:
         for g in self.groups:
