@@ -2,7 +2,7 @@
 #   make demo   create .venv, install, simulate the default scenario (rule vs no P2P)
 #   make test   create .venv, install with test extras, run the test suite
 #   make bench  also install the reference solvers, run the benchmarks in bench/
-#               (power flow, training speed, deployment)
+#               (power flow, per-phase vs balanced feeder, optima, training speed, deployment)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
@@ -40,6 +40,8 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(PIP) install --quiet -c constraints.txt -e '.[bench]'
 	$(BIN)/python bench/powerflow.py
+	$(BIN)/python bench/feeder_models.py
+	$(BIN)/python bench/optimum.py
 	$(BIN)/python bench/training.py
 	$(BIN)/python bench/deploy.py
 

@@ -47,9 +47,10 @@ def bench(algo: str, episodes: int, stacked: bool = True) -> dict[str, float]:
             t = time.perf_counter()
             actions = team.act(obs)
             t = timer.add("act", t)
-            next_obs, rewards, _, trunc, _ = env.step(actions)
+            next_obs, rewards, term, trunc, _ = env.step(actions)
             t = timer.add("env", t)
-            team.observe(obs, actions, rewards, next_obs, all(trunc.values()))
+            team.observe(obs, actions, rewards, next_obs, all(term.values()),
+                         all(trunc.values()))
             timer.add("learn", t)
             obs = next_obs
             rounds += 1

@@ -13,14 +13,19 @@ TOL_PRICE = 1e-9
 
 
 def energy_balance_problems(records: pd.DataFrame, dt_h: float) -> list[str]:
-    """Per agent: load + charge + P2P sold + export = PV + discharge + P2P bought + import;
-    per round: community P2P sold = P2P bought."""
+    """Per agent: load + charge + curtailed + P2P sold + export = PV + discharge + P2P
+    bought + import; per round: community P2P sold = P2P bought; curtailment between 0
+    and the PV available."""
     r = records
     problems = []
     charge = r.battery_kw.clip(lower=0) * dt_h
     discharge = (-r.battery_kw).clip(lower=0) * dt_h
-    lhs = r.load_kw * dt_h + charge + r.p2p_sold_kwh + r.grid_export_kwh
+    lhs = (r.load_kw + r.curtailed_kw) * dt_h + charge + r.p2p_sold_kwh + r.grid_export_kwh
     rhs = r.pv_kw * dt_h + discharge + r.p2p_bought_kwh + r.grid_import_kwh
+    bad_curtail = (r.curtailed_kw < -TOL_KWH) | (r.curtailed_kw > r.pv_kw + TOL_KWH)
+    for _, row in r[bad_curtail].head(10).iterrows():
+        problems.append(f"episode {row.episode} round {row['round']} agent {row.agent}: "
+                        f"curtailed {row.curtailed_kw} kW of {row.pv_kw} kW available")
     bad = (lhs - rhs).abs() > TOL_KWH * (1 + lhs.abs())
     for _, row in r[bad].head(10).iterrows():
         problems.append(

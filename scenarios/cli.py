@@ -70,6 +70,12 @@ def _cmd_scenario(args: argparse.Namespace) -> int:
 
         print(render())
         return 0
+    if args.scenario_cmd == "diagnose":
+        from peergrid.scenarios.diagnose import diagnose, format_diagnosis
+
+        result = diagnose(load_scenario(args.file), days=args.days)
+        print(json.dumps(result, indent=2) if args.json else format_diagnosis(result))
+        return 0
     scenario = load_scenario(args.file)
     if args.scenario_cmd == "check":
         print(f"{args.file}: ok ({len(scenario.agents)} agents, feeder {scenario.feeder.name})")
@@ -106,13 +112,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_experiment(args: argparse.Namespace) -> int:
-    from peergrid.scenarios.experiment import paper_comparison
+    from peergrid.scenarios.experiment import baselines, paper_comparison
     from peergrid.scenarios.loader import load_scenario, resolve
 
     scenario = load_scenario(args.scenario)
-    out = paper_comparison(scenario, resolve(args.scenario).name, args.out, seeds=args.seeds,
-                           episodes=args.episodes, workers=args.workers, force=args.force,
-                           progress=not args.quiet)
+    source = resolve(args.scenario).name
+    if args.name == "baselines":
+        out = baselines(scenario, source, args.out or "runs/baselines", force=args.force)
+    else:
+        out = paper_comparison(scenario, source, args.out or "runs/paper-comparison",
+                               seeds=args.seeds, episodes=args.episodes, workers=args.workers,
+                               force=args.force, progress=not args.quiet)
     print((out / "report.md").read_text())
     print(f"report: {out}/report.md  table: {out}/summary.csv")
     return 0
@@ -220,12 +230,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=_cmd_evaluate)
 
     ex = sub.add_parser("experiment", help="named experiments")
-    ex.add_argument("name", choices=("paper-comparison",))
+    ex.add_argument("name", choices=("baselines", "paper-comparison"),
+                    help="baselines: reference policies and both optima; paper-comparison: "
+                    "train and compare the learners against them")
     ex.add_argument("--scenario", default="ieee13")
     ex.add_argument("--seeds", type=int, default=3)
     ex.add_argument("--episodes", type=int, default=None, help="override algo.episodes")
     ex.add_argument("--workers", type=int, default=2, help="training runs in parallel")
-    ex.add_argument("--out", default="runs/paper-comparison")
+    ex.add_argument("--out", default=None, help="default: runs/<name>")
     ex.add_argument("--force", action="store_true")
     ex.add_argument("--quiet", action="store_true")
     ex.set_defaults(func=_cmd_experiment)
@@ -233,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     dp = sub.add_parser("deploy", help="run the market as separate processes over ZeroMQ")
     dp.add_argument("--scenario", default="ieee13")
     dp.add_argument("--policy", default="rule",
-                    help="rule | nop2p | selfconsume | consensus | ippo (fresh learners) | "
+                    help="rule | nop2p | selfconsume | voltvar | consensus | ippo (fresh learners) | "
                     "a training run directory (frozen policy)")
     dp.add_argument("--learn", action="store_true", help="a trained run keeps learning")
     dp.add_argument("--days", type=int, default=1)
@@ -268,6 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (("check", "validate a scenario"), ("show", "print it fully resolved")):
         x = ssub.add_parser(name, help=text)
         x.add_argument("file")
+    dg = ssub.add_parser("diagnose", help="violations and line loadings over the window with "
+                         "the community's injections, with none, and with PV alone")
+    dg.add_argument("file")
+    dg.add_argument("--days", type=int, default=None, help="override the scenario's days")
+    dg.add_argument("--json", action="store_true")
     sc.set_defaults(func=_cmd_scenario)
     return p
 

@@ -17,13 +17,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from peergrid.agents.devices import BatterySpec
+from peergrid.agents.devices import BatterySpec, InverterSpec
+from peergrid.agents.policies import INVERTER_CONTROL
 from peergrid.agents.prosumer import Prosumer, ProsumerSpec, PublicSignals
 from peergrid.agents.records import RoundRecord
 from peergrid.comms.messages import Bid, GridSignal
-from peergrid.grid.feeders import build_feeder
-from peergrid.grid.operator import GridOperator
+from peergrid.grid.feeders import FEEDERS, build_feeder, bus_phases
+from peergrid.grid.operator import GridOperator, connection_nodes
+from peergrid.grid.penalty import PenaltyRule, observed_voltage
 from peergrid.grid.powerflow import PandapowerSolver, Solver
+from peergrid.grid.threephase import ThreePhaseSolver
 from peergrid.grid.zbus import ZBusSolver
 from peergrid.market.operator import MarketOperator, MarketResult
 from peergrid.scenarios import profiles
@@ -39,14 +42,36 @@ def prosumer_spec(a: AgentConfig) -> ProsumerSpec:
             eta_charge=a.eta_charge, eta_discharge=a.eta_discharge,
             soc_min=a.soc_min, soc_max=a.soc_max, soc_init=a.soc_init,
         ),
+        inverter=InverterSpec(a.pv_inverter_kva or 0.0, a.battery_inverter_kva or 0.0),
+        volt_var=a.inverter_control == "volt_var",
     )
 
 
+def for_policy(scenario: Scenario, policy: str) -> Scenario:
+    """The scenario as a reference policy runs it: ``voltvar`` switches every agent's
+    inverters to volt-var control (agents.policies.INVERTER_CONTROL)."""
+    control = INVERTER_CONTROL.get(policy)
+    if control is None:
+        return scenario
+    agents = [a.model_copy(update={"inverter_control": control}) for a in scenario.agents]
+    return scenario.model_copy(update={"agents": agents})
+
+
 def make_solver(scenario: Scenario) -> Solver:
-    """The scenario's feeder behind its chosen power-flow solver."""
+    """The scenario's feeder, per phase or balanced, behind its chosen power-flow solver."""
     feeder = scenario.feeder
-    net = build_feeder(feeder.name, slack_vm_pu=feeder.slack_vm_pu)
+    if feeder.model == "per_phase":
+        return ThreePhaseSolver(FEEDERS[feeder.name].phases(with_capacitors=feeder.capacitors),
+                                feeder.slack_vm_pu)
+    net = build_feeder(feeder.name, slack_vm_pu=feeder.slack_vm_pu,
+                       with_capacitors=feeder.capacitors)
     return ZBusSolver(net) if feeder.solver == "fast" else PandapowerSolver(net)
+
+
+def penalty_rule(scenario: Scenario) -> PenaltyRule:
+    f = scenario.feeder
+    return PenaltyRule(f.vm_min_pu, f.vm_max_pu, f.voltage_penalty_per_pu,
+                       f.line_penalty_per_pu, f.penalty_scope)
 
 
 class Clock:
@@ -56,26 +81,43 @@ class Clock:
                  start: dt.date | None = None) -> None:
         meta = scenario.scenario
         self.start = start or meta.start
-        self.days = days or meta.days
+        self.days = meta.days if days is None else days
+        if self.days < 1:
+            raise ValueError(f"days = {self.days}: must be at least 1")
         self.dt_h = meta.step_min / 60.0
         self.steps_per_day = 24 * 60 // meta.step_min
         self.n_rounds = self.days * self.steps_per_day
         self.times = pd.date_range(pd.Timestamp(self.start), periods=self.n_rounds,
                                    freq=f"{meta.step_min}min")
-        self.hours = self.times.hour.to_numpy()
-        self.hour_frac = (self.times.hour + self.times.minute / 60.0).to_numpy()
+        # hours run one day past the window: the state after its last round is observed
+        observed = pd.date_range(pd.Timestamp(self.start),
+                                 periods=self.n_rounds + self.steps_per_day,
+                                 freq=f"{meta.step_min}min")
+        self.hours = observed.hour.to_numpy()
+        self.hour_frac = (observed.hour + observed.minute / 60.0).to_numpy()
 
     def episode_round(self, k: int) -> tuple[int, int]:
         return k // self.steps_per_day, k % self.steps_per_day
+
+
+def _with_next_day(series: pd.Series, start: dt.date, days: int) -> np.ndarray:
+    """The window's values and one day more: the state after the window's last round is
+    real (learners bootstrap from it). At the end of the profile year the last day is
+    repeated."""
+    values = profiles.window(series, start, days)
+    try:
+        return np.concatenate([values, profiles.window(series, start + dt.timedelta(days=days), 1)])
+    except ValueError:
+        return np.concatenate([values, values[-len(values) // days:]])
 
 
 def build_prosumer(scenario: Scenario, a: AgentConfig, clock: Clock) -> Prosumer:
     """One agent's prosumer actor with its profile window (what a prosumer node builds)."""
     step_min = scenario.scenario.step_min
     retail, feed_in = scenario.tariff.hourly()
-    load = a.load_peak_kw * profiles.window(
+    load = a.load_peak_kw * _with_next_day(
         profiles.load_factor(a.load_profile, step_min), clock.start, clock.days)
-    pv = np.zeros_like(load) if a.pv_profile is None else a.pv_kwp * profiles.window(
+    pv = np.zeros_like(load) if a.pv_profile is None else a.pv_kwp * _with_next_day(
         profiles.pv_factor(a.pv_profile, step_min), clock.start, clock.days)
     initial = PublicSignals(feed_in[0], retail[0], 1.0, scenario.feeder.slack_vm_pu)
     return Prosumer(prosumer_spec(a), load, pv, clock.dt_h, initial)
@@ -94,25 +136,34 @@ def market_row(key: dict[str, Any], market: MarketResult) -> dict[str, Any]:
 
 
 def grid_row(key: dict[str, Any], signal: GridSignal, grid: GridOperator) -> dict[str, Any]:
-    """The grid.jsonl row of one round."""
-    result = grid.last_result
+    """The grid.jsonl row of one round: every node's voltage, every line's loading, the
+    penalties charged and what could not be charged to anyone."""
+    result, charged = grid.last_result, grid.last_penalties
     loading = result.line_loading_pct if result is not None else np.array([])
     names = grid.solver.line_names if result is not None else []
     return {
         **key, "converged": signal.converged,
         "max_line_loading_pct": signal.max_line_loading_pct,
         "lines_overloaded": int(np.sum(np.asarray(loading) > 100.0)),
+        "voltage_penalty": float(sum(signal.voltage_penalty.values())),
+        "line_penalty": float(sum(signal.line_penalty.values())),
+        "voltage_penalty_unallocated": charged.voltage_unallocated if charged else 0.0,
+        "line_penalty_unallocated": charged.line_unallocated if charged else 0.0,
         **{f"vm_pu.{b}": v for b, v in signal.vm_pu.items()},
         **{f"loading_pct.{n}": float(x) for n, x in zip(names, loading, strict=True)},
     }
 
 
+def agent_connections(scenario: Scenario) -> dict[str, list[str]]:
+    """Each agent's power-flow nodes (grid.operator.connection_nodes)."""
+    f = scenario.feeder
+    phases = bus_phases(f.name) if f.model == "per_phase" else None
+    return {a.id: connection_nodes(a.bus, a.phases, phases) for a in scenario.agents}
+
+
 def make_grid_operator(scenario: Scenario, dt_h: float) -> GridOperator:
-    feeder = scenario.feeder
-    return GridOperator(
-        make_solver(scenario), {a.id: a.bus for a in scenario.agents}, dt_h,
-        feeder.vm_min_pu, feeder.vm_max_pu, feeder.voltage_penalty_per_pu, feeder.penalty_scope,
-    )
+    return GridOperator(make_solver(scenario), {a.id: a.bus for a in scenario.agents}, dt_h,
+                        penalty_rule(scenario), agent_connections(scenario))
 
 
 @dataclass(frozen=True)
@@ -140,15 +191,17 @@ class Community:
         self.grid = make_grid_operator(scenario, self.dt_h)
         self.prosumers = [build_prosumer(scenario, a, c) for a in scenario.agents]
         self.agent_ids = [p.spec.agent_id for p in self.prosumers]
+        self.agent_nodes = [self.grid.agent_nodes[a] for a in self.agent_ids]
 
     # ---- clock ---------------------------------------------------------------------
 
     def episode_round(self, k: int) -> tuple[int, int]:
         return self.clock.episode_round(k)
 
-    def reset(self) -> None:
+    def reset(self, soc: Mapping[str, float] | None = None) -> None:
+        """Every prosumer back to its initial state (or the given states of charge)."""
         for p in self.prosumers:
-            p.reset()
+            p.reset(None if soc is None else soc[p.spec.agent_id])
 
     # ---- stages --------------------------------------------------------------------
 
@@ -173,10 +226,13 @@ class Community:
         aid = p.spec.agent_id
         episode, rnd = self.episode_round(k)
         tariff = market.clearing.tariff
+        f = self.scenario.feeder
         return p.conclude(
             episode, rnd, self.times[k].isoformat(), market.settlements[aid],
             tariff.retail_price_per_kwh, tariff.feed_in_price_per_kwh,
-            signal.vm_pu[p.spec.bus], signal.voltage_penalty[aid],
+            observed_voltage(signal.vm_pu, self.agent_nodes[i], f.vm_min_pu, f.vm_max_pu),
+            signal.voltage_penalty[aid], signal.line_penalty[aid],
+            signal.volt_var_q_kvar.get(aid, 0.0),
         )
 
     def round_tables(self, k: int, market: MarketResult, signal: GridSignal

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from peergrid.comms.deployment import Deployment
 from peergrid.comms.launcher import launch
+from peergrid.scenarios.community import for_policy
 from peergrid.scenarios.errors import ScenarioError
 from peergrid.scenarios.loader import fault_name_problems, pydantic_problems
 from peergrid.scenarios.logs import write_manifest
@@ -67,6 +68,7 @@ def check_policy(scenario: Scenario, policy: str, learn: bool) -> None:
 def deploy(scenario: Scenario, source: str, policy: str, out: str | Path, days: int = 1,
            seed: int = 0, learn: bool = False, force: bool = False) -> tuple[Path, dict]:
     check_policy(scenario, str(policy), learn)
+    scenario = for_policy(scenario, str(policy))
     out = prepare_run_dir(out, force)
     for sub in ("nodes", "checkpoints"):
         for f in (out / sub).glob("*"):
@@ -80,7 +82,7 @@ def deploy(scenario: Scenario, source: str, policy: str, out: str | Path, days: 
     )
     write_manifest(out, source, scenario, runtime="zeromq", policy=str(policy), days=days,
                    start=scenario.scenario.start.isoformat(), train_seed=seed, learn=learn,
-                   episodes_reset_daily=True)
+                   soc_carried_over=True)
     t0 = time.perf_counter()
     exits = launch(dep)
     (out / "timing.txt").write_text(f"wall_s {time.perf_counter() - t0:.2f}\n")

@@ -1,27 +1,35 @@
 """PettingZoo ParallelEnv over the same community: the training interface.
 
 One episode is one day of the scenario window (``steps_per_day`` rounds). ``reset``
-draws the day from the env's seeded generator unless ``options={"day": d}`` names it;
-batteries start each episode at their initial state of charge. Observations, actions
-and rewards are per agent (``agents.spaces``); ``infos[agent]["record"]`` holds the
-agent's round record, the same row the mesa runtime logs.
+draws the day from the env's seeded generator unless ``options={"day": d}`` names it.
+Batteries are never refilled for free: by default an episode starts from the state of
+charge (and public signals) the previous one ended with; ``options={"soc": ...}`` says
+otherwise: ``"initial"`` (each battery's ``soc_init``; the first reset always does
+this), ``"sample"`` (uniform in [soc_min, soc_max], from the env's seeded generator)
+or a mapping agent → state of charge. The day's end is a truncation, never a
+termination: the next day's first round is a real state to bootstrap from (also after
+the window's last day). Observations, actions and rewards are per agent
+(``agents.spaces``); ``infos[agent]["record"]`` holds the agent's round record, the
+same row the mesa runtime logs.
 """
 
 from __future__ import annotations
 
 import functools
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 from pettingzoo import ParallelEnv
 
+from peergrid.agents.prosumer import PublicSignals
 from peergrid.agents.spaces import action_space, observation_space
 from peergrid.scenarios.community import Community
 from peergrid.scenarios.schema import Scenario
 
 
 class PeerGridEnv(ParallelEnv):
-    metadata = {"name": "peergrid_v0", "render_modes": []}
+    metadata = {"name": "peergrid_v1", "render_modes": []}
 
     def __init__(self, scenario: Scenario, days: int | None = None) -> None:
         self.scenario = scenario
@@ -33,6 +41,7 @@ class PeerGridEnv(ParallelEnv):
         self.k = 0
         self.last_market: dict[str, Any] = {}
         self.last_grid: dict[str, Any] = {}
+        self._started = False
 
     @functools.lru_cache(maxsize=None)  # noqa: B019 - spaces are fixed per agent
     def observation_space(self, agent: str):
@@ -57,9 +66,37 @@ class PeerGridEnv(ParallelEnv):
             day = int(self._rng.integers(days))
         self.day = day
         self.k = day * self.community.steps_per_day
-        self.community.reset()
+        soc = (options or {}).get("soc", "carry" if self._started else "initial")
+        if soc == "initial":
+            self.community.reset()
+        elif soc == "sample":
+            self.community.reset({
+                p.spec.agent_id: float(self._rng.uniform(p.spec.battery.soc_min,
+                                                          p.spec.battery.soc_max))
+                for p in self.community.prosumers})
+        elif isinstance(soc, dict):
+            self.community.reset(soc)
+        elif soc != "carry":
+            raise ValueError(f"options.soc = {soc!r}: 'carry', 'initial', 'sample' or a "
+                             "mapping agent -> state of charge")
+        self._started = True
         self.agents = list(self.possible_agents)
         return self._observations(), {a: {} for a in self.agents}
+
+    def state_dict(self) -> dict[str, Any]:
+        """What the next episode depends on (states of charge, last public signals, the
+        day generator), so a resumed training run continues exactly."""
+        return {"started": self._started, "rng": self._rng.bit_generator.state,
+                "prosumers": {p.spec.agent_id: {"soc": p.soc, "signals": asdict(p.signals)}
+                              for p in self.community.prosumers}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._started = state["started"]
+        self._rng.bit_generator.state = state["rng"]
+        for p in self.community.prosumers:
+            saved = state["prosumers"][p.spec.agent_id]
+            p.reset(saved["soc"])
+            p.signals = PublicSignals(**saved["signals"])
 
     def step(self, actions: dict[str, np.ndarray]):
         missing = [a for a in self.agents if a not in actions]
@@ -73,12 +110,9 @@ class PeerGridEnv(ParallelEnv):
         done = self.k % self.community.steps_per_day == 0
         terminations = {a: False for a in self.agents}
         truncations = {a: done for a in self.agents}
-        # A truncated day still has a real next state (the next day's first round)
-        # that learners bootstrap from; only the end of the window has none.
-        obs = (
-            self._observations() if self.k < self.community.n_rounds
-            else {a: np.zeros(observation_space().shape, np.float32) for a in self.agents}
-        )
+        # a truncated day has a real next state (the next day's first round, data loaded
+        # one day past the window) that learners bootstrap from
+        obs = self._observations()
         if done:
             self.agents = []
         return obs, rewards, terminations, truncations, infos

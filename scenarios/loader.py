@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from peergrid.grid.feeders import feeder_buses
+from peergrid.grid.feeders import bus_phases, feeder_buses
 from peergrid.scenarios.errors import ScenarioError
 from peergrid.scenarios.profiles import PROFILE_YEAR, available_profiles
 from peergrid.scenarios.placement import place_agents
@@ -70,6 +70,7 @@ def pydantic_problems(err: ValidationError, prefix: tuple[str, ...] = ()) -> lis
 def _cross_checks(s: Scenario) -> list[str]:
     problems = []
     buses = feeder_buses(s.feeder.name)
+    phases = bus_phases(s.feeder.name, s.feeder.model == "per_phase")
     loads, pvs = available_profiles()
     for i, a in enumerate(s.agents):
         if a.bus not in buses:
@@ -77,6 +78,9 @@ def _cross_checks(s: Scenario) -> list[str]:
                 f"agents[{i}].bus = {a.bus!r}: not a bus of feeder {s.feeder.name!r} "
                 f"({', '.join(buses)})"
             )
+        elif a.phases is not None and not set(a.phases) <= set(phases[a.bus]):
+            problems.append(f"agents[{i}].phases = {a.phases!r}: bus {a.bus} has phases "
+                            f"{phases[a.bus]!r}")
         if a.load_profile not in loads:
             problems.append(f"agents[{i}].load_profile = {a.load_profile!r}: unknown profile")
         if a.pv_profile is not None and a.pv_profile not in pvs:
@@ -127,7 +131,9 @@ def parse_scenario(data: dict[str, Any], source: str) -> Scenario:
         if problems:
             raise ScenarioError(source, problems)
         try:
-            agents = place_agents(scenario.feeder.name, scenario.placement, scenario.scenario.seed)
+            meta = scenario.scenario
+            agents = place_agents(scenario.feeder.name, scenario.placement, meta.seed,
+                                  meta.start, meta.days, meta.step_min)
         except ValueError as err:
             raise ScenarioError(source, [f"placement.{err}"]) from None
         scenario = scenario.model_copy(update={"agents": agents})
@@ -148,11 +154,16 @@ def read_toml(name_or_path: str | Path) -> tuple[dict[str, Any], str]:
 
 
 def load_scenario(name_or_path: str | Path, days: int | None = None) -> Scenario:
-    """Read, validate and (optionally) override the horizon of a scenario."""
+    """Read, validate and (optionally) override the horizon of a scenario. Generated
+    agents come from the file's own window, so ``days`` never changes who they are."""
     data, source = read_toml(name_or_path)
-    if days is not None:
-        data.setdefault("scenario", {})["days"] = days
-    return parse_scenario(data, source)
+    scenario = parse_scenario(data, source)
+    if days is None:
+        return scenario
+    dumped = scenario.model_dump(mode="json")
+    dumped["scenario"]["days"] = days
+    dumped["placement"] = None  # the agents were generated from the file's window
+    return parse_scenario(dumped, source)
 
 
 def scenario_from_dump(data: dict[str, Any]) -> Scenario:

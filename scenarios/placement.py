@@ -5,7 +5,11 @@ feeder: one agent per load bus (or ``count`` of them on a seeded sample of load
 buses), each standing for the load the feeder's own data put there:
 
 * ``load_peak_kw`` = ``load_scale`` × the bus's base load (the feeder designer's
-  peak), power factor from the base load's P and Q;
+  peak), power factor from the base load's P and Q; ``load_scale = "design_peak"``
+  scales every agent alike so that the community's coincident peak over the scenario
+  window equals the feeder's design load (the sum of its base loads): household
+  profiles are normalised to their annual peak, so without it a summer community is a
+  fraction of the load the feeder was built for;
 * ``load_profile`` drawn uniformly from ``load_profiles``;
 * a ``pv_share`` of the agents (seeded) get PV of ``pv_kwp_per_peak_kw`` × peak with a
   profile drawn from ``pv_profiles``; a ``battery_share`` of those PV agents get a
@@ -16,14 +20,28 @@ All draws come from the scenario seed's "placement" stream.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 
+import numpy as np
+
 from peergrid.grid.feeders import base_loads
+from peergrid.scenarios import profiles
 from peergrid.scenarios.schema import AgentConfig, PlacementConfig
 from peergrid.scenarios.seeding import stream
 
 
-def place_agents(feeder: str, rule: PlacementConfig, seed: int) -> list[AgentConfig]:
+def design_peak_scale(agents: list[AgentConfig], design_kw: float, start: dt.date, days: int,
+                      step_min: int) -> float:
+    """The factor on every agent's load that makes the community's coincident peak round
+    load over the window equal ``design_kw``."""
+    total = sum(a.load_peak_kw * profiles.window(profiles.load_factor(a.load_profile, step_min),
+                                                 start, days) for a in agents)
+    return design_kw / float(np.max(total))
+
+
+def place_agents(feeder: str, rule: PlacementConfig, seed: int, start: dt.date, days: int,
+                 step_min: int) -> list[AgentConfig]:
     loads = base_loads(feeder)
     buses = [b for b, (p_kw, _) in loads.items() if p_kw > 0]
     n = len(buses) if rule.count is None else rule.count
@@ -41,7 +59,7 @@ def place_agents(feeder: str, rule: PlacementConfig, seed: int) -> list[AgentCon
     agents = []
     for i, bus in enumerate(buses):
         p_kw, q_kvar = loads[bus]
-        peak_kw = rule.load_scale * p_kw
+        peak_kw = (1.0 if rule.load_scale == "design_peak" else rule.load_scale) * p_kw
         battery_kwh = rule.battery_kwh_per_peak_kw * peak_kw if has_battery[i] else 0.0
         agents.append(AgentConfig(
             id=f"a{i + 1:0{width}d}", bus=bus,
@@ -53,4 +71,10 @@ def place_agents(feeder: str, rule: PlacementConfig, seed: int) -> list[AgentCon
             battery_kwh=round(battery_kwh, 6),
             battery_kw=round(rule.battery_c_rate * battery_kwh, 6),
         ))
-    return agents
+    if rule.load_scale != "design_peak":
+        return agents
+    scale = design_peak_scale(agents, sum(p for p, _ in loads.values()), start, days, step_min)
+    return [a.model_copy(update={
+        k: round(getattr(a, k) * scale, 6) for k in
+        ("load_peak_kw", "pv_kwp", "battery_kwh", "battery_kw", "pv_inverter_kva",
+         "battery_inverter_kva")}) for a in agents]

@@ -12,32 +12,71 @@ import pandas as pd
 from peergrid.scenarios.logs import read_manifest, read_records, read_table
 
 
+def node_bus(column: str) -> str:
+    """The bus of a ``vm_pu.<node>`` column ("vm_pu.671.a" and "vm_pu.671" → "671")."""
+    return column.removeprefix("vm_pu.").split(".")[0]
+
+
+def grid_violations(grid: pd.DataFrame, vm_min_pu: float, vm_max_pu: float) -> dict[str, Any]:
+    """Limit violations over a grid table (grid.jsonl rows): rounds with any node out of
+    limits (or no converged power flow), over- and under-voltage separately, in rounds
+    and in bus-rounds (a bus counts once per round whichever of its phases is out), the
+    voltage range and the highest line loading."""
+    cols = [c for c in grid.columns if c.startswith("vm_pu.")]
+    vm = grid[cols].to_numpy(dtype=float)
+    buses = sorted({node_bus(c) for c in cols})
+    bus_of = np.array([buses.index(node_bus(c)) for c in cols])
+
+    def per_bus(mask: np.ndarray) -> np.ndarray:  # (rounds, buses): any phase of the bus
+        out = np.zeros((mask.shape[0], len(buses)), dtype=bool)
+        for j, b in enumerate(bus_of):
+            out[:, b] |= mask[:, j]
+        return out
+
+    over, under = per_bus(vm > vm_max_pu), per_bus(vm < vm_min_pu)
+    failed = ~grid.converged.to_numpy(dtype=bool)
+    loading = grid.max_line_loading_pct.to_numpy(dtype=float)
+    return {
+        "voltage_violations": int((over.any(1) | under.any(1) | failed).sum()),
+        "overvoltage_rounds": int(over.any(1).sum()),
+        "undervoltage_rounds": int(under.any(1).sum()),
+        "overvoltage_bus_rounds": int(over.sum()),
+        "undervoltage_bus_rounds": int(under.sum()),
+        "vm_max_pu": float(np.nanmax(vm)),
+        "vm_min_pu": float(np.nanmin(vm)),
+        "max_line_loading_pct": float(np.nanmax(loading)),
+        "line_overload_rounds": int((loading > 100.0).sum()),
+        "nonconverged_rounds": int(failed.sum()),
+    }
+
+
 def _dt_h(manifest: dict[str, Any]) -> float:
     return manifest["scenario"]["scenario"]["step_min"] / 60.0
 
 
 def summarize(run_dir: str | Path) -> dict[str, Any]:
-    """Per-agent and community totals: cost, P2P volume, self-sufficiency, violations."""
+    """Per-agent and community totals: cost, P2P volume, self-sufficiency, penalties,
+    violations (over and under separately), line loading, curtailment."""
     manifest = read_manifest(run_dir)
     feeder = manifest["scenario"]["feeder"]
     dt_h = _dt_h(manifest)
     r = read_records(run_dir)
     r = r.assign(load_kwh=r.load_kw * dt_h, pv_kwh=r.pv_kw * dt_h,
+                 curtailed_kwh=r.curtailed_kw * dt_h,
                  violation=(r.voltage_penalty > 0).astype(int))
     per_agent = r.groupby("agent").agg(
         bus=("bus", "first"), cost=("payment", "sum"), grid_only_cost=("grid_only_payment", "sum"),
-        voltage_penalty=("voltage_penalty", "sum"), reward=("reward", "sum"),
-        load_kwh=("load_kwh", "sum"), pv_kwh=("pv_kwh", "sum"),
+        voltage_penalty=("voltage_penalty", "sum"), line_penalty=("line_penalty", "sum"),
+        reward=("reward", "sum"), load_kwh=("load_kwh", "sum"), pv_kwh=("pv_kwh", "sum"),
+        curtailed_kwh=("curtailed_kwh", "sum"),
         p2p_bought_kwh=("p2p_bought_kwh", "sum"), p2p_sold_kwh=("p2p_sold_kwh", "sum"),
         grid_import_kwh=("grid_import_kwh", "sum"), grid_export_kwh=("grid_export_kwh", "sum"),
-        voltage_violation_rounds=("violation", "sum"),
+        voltage_penalty_rounds=("violation", "sum"),
         min_vm_pu=("vm_pu", "min"), max_vm_pu=("vm_pu", "max"),
     )
     per_agent["self_sufficiency"] = np.where(
         per_agent.load_kwh > 0, 1 - per_agent.grid_import_kwh / per_agent.load_kwh, np.nan)
     grid = read_table(run_dir, "grid")
-    vm = grid[[c for c in grid.columns if c.startswith("vm_pu.")]]
-    out_of_limits = (vm < feeder["vm_min_pu"]) | (vm > feeder["vm_max_pu"])
     load = per_agent.load_kwh.sum()
     community = {
         "policy": manifest["run"].get("policy"),
@@ -46,19 +85,17 @@ def summarize(run_dir: str | Path) -> dict[str, Any]:
         "cost": float(per_agent.cost.sum()),
         "grid_only_cost": float(per_agent.grid_only_cost.sum()),
         "voltage_penalty": float(per_agent.voltage_penalty.sum()),
+        "line_penalty": float(per_agent.line_penalty.sum()),
         "team_reward": float(per_agent.reward.mean()),
         "p2p_kwh": float(per_agent.p2p_sold_kwh.sum()),
         "grid_import_kwh": float(per_agent.grid_import_kwh.sum()),
         "grid_export_kwh": float(per_agent.grid_export_kwh.sum()),
         "load_kwh": float(load),
         "pv_kwh": float(per_agent.pv_kwh.sum()),
+        "curtailed_kwh": float(per_agent.curtailed_kwh.sum()),
         "self_sufficiency": float(1 - per_agent.grid_import_kwh.sum() / load) if load else None,
-        "voltage_violation_rounds": int(out_of_limits.any(axis=1).sum()),
-        "bus_voltage_violations": int(out_of_limits.to_numpy().sum()),
-        "agent_violation_rounds": int(per_agent.voltage_violation_rounds.sum()),
-        "min_vm_pu": float(np.nanmin(vm.to_numpy())), "max_vm_pu": float(np.nanmax(vm.to_numpy())),
-        "max_line_loading_pct": float(grid.max_line_loading_pct.max()),
-        "nonconverged_rounds": int((~grid.converged.astype(bool)).sum()),
+        **grid_violations(grid, feeder["vm_min_pu"], feeder["vm_max_pu"]),
+        "agent_penalty_rounds": int(per_agent.voltage_penalty_rounds.sum()),
     }
     return {"community": community, "agents": per_agent.reset_index().to_dict(orient="records")}
 
@@ -66,23 +103,27 @@ def summarize(run_dir: str | Path) -> dict[str, Any]:
 def format_summary(summary: dict[str, Any]) -> str:
     c = summary["community"]
     agents = pd.DataFrame(summary["agents"]).set_index("agent")
-    cols = ["bus", "cost", "grid_only_cost", "voltage_penalty", "p2p_bought_kwh", "p2p_sold_kwh",
-            "grid_import_kwh", "grid_export_kwh", "self_sufficiency", "voltage_violation_rounds"]
+    cols = ["bus", "cost", "grid_only_cost", "voltage_penalty", "line_penalty",
+            "p2p_bought_kwh", "p2p_sold_kwh", "grid_import_kwh", "grid_export_kwh",
+            "curtailed_kwh", "self_sufficiency"]
     lines = [
         "Per agent (totals over the run; cost in currency, energy in kWh):",
         agents[cols].to_string(float_format=lambda x: f"{x:,.2f}"),
         "",
         f"Community ({c['agents']} agents, {c['rounds']} rounds, policy {c['policy']}):",
         f"  energy cost            {c['cost']:,.2f}   (same positions, grid only: {c['grid_only_cost']:,.2f})",
-        f"  voltage penalty        {c['voltage_penalty']:,.2f}",
+        f"  voltage / line penalty {c['voltage_penalty']:,.2f} / {c['line_penalty']:,.2f}",
         f"  team reward            {c['team_reward']:,.2f}   (mean over agents of summed reward)",
         f"  P2P volume             {c['p2p_kwh']:,.1f} kWh",
         f"  grid import / export   {c['grid_import_kwh']:,.1f} / {c['grid_export_kwh']:,.1f} kWh",
+        f"  PV used / curtailed    {c['pv_kwh'] - c['curtailed_kwh']:,.1f} / {c['curtailed_kwh']:,.1f} kWh",
         f"  self-sufficiency       {c['self_sufficiency']:.1%}   (1 - import / load)",
-        f"  voltage violations     {c['voltage_violation_rounds']} rounds with a bus out of limits; "
-        f"{c['bus_voltage_violations']} bus-rounds; {c['agent_violation_rounds']} agent-rounds",
-        f"  voltage range          {c['min_vm_pu']:.4f} - {c['max_vm_pu']:.4f} pu",
-        f"  max line loading       {c['max_line_loading_pct']:.1f} %",
+        f"  voltage violations     {c['voltage_violations']} rounds with a bus out of limits: "
+        f"over {c['overvoltage_rounds']} rounds ({c['overvoltage_bus_rounds']} bus-rounds), "
+        f"under {c['undervoltage_rounds']} rounds ({c['undervoltage_bus_rounds']} bus-rounds)",
+        f"  voltage range          {c['vm_min_pu']:.4f} - {c['vm_max_pu']:.4f} pu",
+        f"  max line loading       {c['max_line_loading_pct']:.1f} %   "
+        f"({c['line_overload_rounds']} rounds above 100 %)",
     ]
     if c["nonconverged_rounds"]:
         lines.append(f"  NON-CONVERGED rounds   {c['nonconverged_rounds']}")
@@ -149,8 +190,8 @@ def plot(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
     for lim in (feeder["vm_min_pu"], feeder["vm_max_pu"]):
         ax.axhline(lim, color="r", ls="--", lw=1)
     ax.set_ylabel("voltage (pu)")
-    ax.legend(fontsize=7, ncol=7)
-    ax.set_title("Bus voltages and limits")
+    ax.legend(fontsize=6, ncol=10)
+    ax.set_title("Node voltages (every bus, every phase) and limits")
     paths.append(_save(fig, out / "voltages.png"))
 
     dt_h = _dt_h(manifest)
@@ -186,9 +227,9 @@ def agent_timeline(run_dir: str | Path, agent: str) -> pd.DataFrame:
         raise FileNotFoundError(f"{run_dir}: no records for agent {agent!r} "
                                 f"(agents: {', '.join(sorted(set(records.agent)))})")
     r = records[records.agent == agent]
-    cols = ["episode", "round", "time", "load_kw", "pv_kw", "battery_kw", "soc", "bid_kwh",
-            "p2p_bought_kwh", "p2p_sold_kwh", "grid_import_kwh", "grid_export_kwh", "sdr",
-            "vm_pu", "voltage_penalty", "reward"]
+    cols = ["episode", "round", "time", "load_kw", "pv_kw", "curtailed_kw", "battery_kw", "soc",
+            "q_kvar", "bid_kwh", "p2p_bought_kwh", "p2p_sold_kwh", "grid_import_kwh",
+            "grid_export_kwh", "sdr", "vm_pu", "voltage_penalty", "line_penalty", "reward"]
     timeline = r[cols].reset_index(drop=True)
     node_log = Path(run_dir) / "nodes" / f"{agent}.jsonl"
     if node_log.is_file():

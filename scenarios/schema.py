@@ -8,9 +8,11 @@ file, field path, value and rule. Field descriptions feed ``docs/scenario.md``.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from peergrid.agents.prosumer import INVERTER_KVA_PER_KW
 
 Hourly = float | list[float]
 
@@ -34,11 +36,27 @@ class ScenarioMeta(_Section):
         return v
 
 
+PER_PHASE_FEEDERS = ("ieee13",)
+"""Feeders with a per-phase model (the others are balanced networks)."""
+
+
 class FeederConfig(_Section):
     name: Literal["ieee13", "case33bw", "dickert_lv"] = Field(
         default="ieee13",
-        description="Feeder: ieee13 (IEEE 13-node, balanced), case33bw (Baran-Wu 33-bus), "
+        description="Feeder: ieee13 (IEEE 13-node), case33bw (Baran-Wu 33-bus), "
         "dickert_lv (Dickert LV residential feeder, 120 load buses). See docs/feeder.md.",
+    )
+    model: Literal["per_phase", "balanced"] = Field(
+        default="balanced",
+        description="per_phase: every phase a node, the published phase impedance matrices, "
+        "one- and two-phase laterals as they are (ieee13 only; its default); balanced: the "
+        "positive-sequence equivalent (the default of the other feeders).",
+    )
+    capacitors: bool = Field(
+        default=False,
+        description="Keep the feeder's fixed shunt capacitors (ieee13: 600 kvar at 675, "
+        "100 kvar at 611). Off: with them the lightly loaded feeder exceeds 1.05 pu on its "
+        "own, a violation no agent causes.",
     )
     slack_vm_pu: float = Field(
         default=1.0, gt=0.8, lt=1.2,
@@ -47,24 +65,48 @@ class FeederConfig(_Section):
     vm_min_pu: float = Field(default=0.95, gt=0, description="Lower voltage limit, pu.")
     vm_max_pu: float = Field(default=1.05, gt=0, description="Upper voltage limit, pu.")
     voltage_penalty_per_pu: float = Field(
+        default=10000.0, ge=0,
+        description="Penalty (currency) per pu of voltage-limit violation at a bus per "
+        "round, charged once and shared (grid/penalty.py).",
+    )
+    line_penalty_per_pu: float = Field(
         default=1000.0, ge=0,
-        description="Penalty (currency) per pu of limit violation per round.",
+        description="Penalty (currency) per pu of line loading above 100 % of the rating "
+        "per round, charged once and shared among the agents downstream.",
     )
     penalty_scope: Literal["bus", "feeder"] = Field(
         default="bus",
-        description="bus: each agent pays for the violation at its own bus; "
-        "feeder: the sum of violations over all buses, shared equally.",
+        description="bus: a bus's violation is shared among the agents at that bus (by "
+        "export for over-, by import for under-voltage), a line's overload among the agents "
+        "downstream of it; feeder: the feeder's total is shared equally.",
     )
     solver: Literal["fast", "pandapower"] = Field(
         default="fast",
-        description="Power-flow solver: fast (Z-bus fixed point on pandapower's own "
-        "admittance matrix, ~100 µs) or pandapower (runpp, the reference, ~25 ms).",
+        description="Power-flow solver: fast (batched Z-bus fixed point, ~100 µs a round) or "
+        "pandapower (runpp, the reference; balanced model only).",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _feeder_model(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("model") is None:
+            data = {**data, "model": "per_phase"
+                    if data.get("name", "ieee13") in PER_PHASE_FEEDERS else "balanced"}
+        return data
 
     @model_validator(mode="after")
     def _limits_ordered(self) -> FeederConfig:
         if self.vm_min_pu >= self.vm_max_pu:
             raise ValueError(f"vm_min_pu = {self.vm_min_pu} must be below vm_max_pu = {self.vm_max_pu}")
+        if self.model == "per_phase" and self.name not in PER_PHASE_FEEDERS:
+            raise ValueError(f"model = 'per_phase': feeder {self.name!r} has no per-phase "
+                             "model (use 'balanced')")
+        if self.model == "per_phase" and self.solver == "pandapower":
+            raise ValueError("solver = 'pandapower' needs model = 'balanced': pandapower's "
+                             "three-phase power flow cannot represent untransposed lines (the "
+                             "fast per-phase solver is checked against it on transposed ones)")
+        if self.capacitors and self.name != "ieee13":
+            raise ValueError(f"capacitors = true: feeder {self.name!r} has no capacitors")
         return self
 
 
@@ -112,6 +154,11 @@ class ProfileConfig(_Section):
 class AgentConfig(_Section):
     id: str = Field(min_length=1, description="Agent id, unique.")
     bus: str = Field(description="Feeder bus name the agent is connected to.")
+    phases: str | None = Field(
+        default=None,
+        description="Phases it is connected to on a per-phase feeder (\"c\", \"bc\", "
+        "\"abc\"), its power split equally; None = every phase of its bus.",
+    )
     load_profile: str = Field(description="Load profile name, e.g. H0-A.")
     load_peak_kw: float = Field(ge=0, description="Annual peak of the round-average load, kW.")
     power_factor: float = Field(
@@ -121,14 +168,48 @@ class AgentConfig(_Section):
     pv_kwp: float = Field(default=0.0, ge=0, description="Installed PV, kWp.")
     battery_kwh: float = Field(default=0.0, ge=0, description="Usable battery capacity, kWh.")
     battery_kw: float = Field(default=0.0, ge=0, description="Charge and discharge power limit, kW.")
+    pv_inverter_kva: float | None = Field(
+        default=None, ge=0,
+        description="PV inverter rating, kVA; None = 1.1 x pv_kwp (IEEE 1547-2018 category B: "
+        "0.44 pu reactive power at rated active power).",
+    )
+    battery_inverter_kva: float | None = Field(
+        default=None, ge=0, description="Battery inverter rating, kVA; None = 1.1 x battery_kw.",
+    )
+    inverter_control: Literal["setpoint", "volt_var"] = Field(
+        default="setpoint",
+        description="setpoint: reactive power is the agent's action; volt_var: the inverters "
+        "follow the IEEE 1547-2018 default volt-var curve, settled with the power flow "
+        "(`--policy voltvar` sets it for every agent).",
+    )
     eta_charge: float = Field(default=0.95, gt=0, le=1, description="Charging efficiency.")
     eta_discharge: float = Field(default=0.95, gt=0, le=1, description="Discharging efficiency.")
     soc_min: float = Field(default=0.1, ge=0, le=1, description="Lowest state of charge.")
     soc_max: float = Field(default=0.9, ge=0, le=1, description="Highest state of charge.")
     soc_init: float = Field(default=0.5, ge=0, le=1, description="State of charge at the start.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _inverter_ratings(cls, data: Any) -> Any:
+        """Resolve default inverter ratings so the manifest shows the values used."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for field, rating in (("pv_inverter_kva", "pv_kwp"), ("battery_inverter_kva", "battery_kw")):
+            value = data.get(rating, 0.0)
+            if data.get(field) is None and isinstance(value, (int, float)):
+                data[field] = round(INVERTER_KVA_PER_KW * value, 9)
+        return data
+
     @model_validator(mode="after")
     def _consistent(self) -> AgentConfig:
+        if self.phases is not None and (
+                not self.phases or len(set(self.phases)) != len(self.phases)
+                or not set(self.phases) <= set("abc")):
+            raise ValueError(f"phases = {self.phases!r}: distinct letters of 'abc'")
+        if self.battery_inverter_kva is not None and self.battery_inverter_kva < self.battery_kw:
+            raise ValueError(f"battery_inverter_kva = {self.battery_inverter_kva} is below "
+                             f"battery_kw = {self.battery_kw}")
         if self.pv_kwp > 0 and self.pv_profile is None:
             raise ValueError(f"pv_kwp = {self.pv_kwp} needs a pv_profile")
         if not self.soc_min <= self.soc_init <= self.soc_max:
@@ -155,14 +236,25 @@ class PlacementConfig(_Section):
         default=None, ge=1,
         description="Number of agents; None = one per load bus, fewer = a seeded sample of them.",
     )
-    load_scale: float = Field(
-        default=1.0, gt=0, description="Agent's peak load = load_scale x the bus's base load."
+    load_scale: float | Literal["design_peak"] = Field(
+        default="design_peak",
+        description="Agent's annual peak load = load_scale x the bus's base load; "
+        "\"design_peak\": the scale at which the community's coincident peak over the "
+        "[scenario] window equals the feeder's design load (docs/feeder.md).",
     )
     load_profiles: list[str] = Field(
         default=DEFAULT_LOAD_PROFILES, min_length=1,
         description="Household profiles drawn from (uniformly, seeded).",
     )
     pv_share: float = Field(default=0.6, ge=0, le=1, description="Share of agents with PV.")
+
+    @field_validator("load_scale")
+    @classmethod
+    def _positive_scale(cls, v: float | str) -> float | str:
+        if not isinstance(v, str) and not 0 < v < float("inf"):
+            raise ValueError(f"must be a positive number or 'design_peak', got {v}")
+        return v
+
     pv_profiles: list[str] = Field(
         default=DEFAULT_PV_PROFILES, min_length=1, description="PV profiles drawn from."
     )
@@ -264,6 +356,12 @@ class AlgoConfig(_Section):
     )
     train_days: int = Field(default=28, ge=1, le=366, description="Days in the training window.")
     episodes: int = Field(default=1000, ge=1, description="Training episodes (one day each).")
+    episode_start: Literal["carry", "sample"] = Field(
+        default="carry",
+        description="State of charge a training day starts from: carry = where the previous "
+        "training day ended (batteries are never refilled for free); sample = uniform in "
+        "[soc_min, soc_max], from the env's seeded generator.",
+    )
     eval_every: int = Field(default=100, ge=1, description="Episodes between evaluations.")
     gamma: float = Field(default=0.99, gt=0, le=1, description="Discount factor.")
     lr_actor: float = Field(default=1e-3, gt=0, description="Actor step size.")

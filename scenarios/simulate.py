@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from peergrid.agents.policies import make_policy
+from peergrid.scenarios.community import for_policy
 from peergrid.scenarios.logs import RunWriter, write_manifest
 from peergrid.scenarios.model import MarketModel
 from peergrid.scenarios.schema import Scenario
@@ -42,7 +43,8 @@ def simulate(
 ) -> Path:
     """Simulate ``days`` days with a reference policy; return the run directory."""
     out = prepare_run_dir(out, force)
-    days = days or scenario.scenario.days
+    days = scenario.scenario.days if days is None else days
+    scenario = for_policy(scenario, policy)
     started = time.perf_counter()
     with RunWriter(out) as writer:
         model = MarketModel(

@@ -1,8 +1,11 @@
 """Training and evaluation of the learners in the in-process runtime.
 
 A run trains on the scenario's training window (``algo.train_start``, ``train_days``),
-one day per episode drawn from the seed, and evaluates the greedy policy on the
-held-out ``[scenario]`` window (every day, each from the initial state of charge).
+one day per episode drawn from the seed, each starting from the state of charge the
+previous one ended with (``algo.episode_start``), the day's end a truncation that
+learners bootstrap from; it evaluates the greedy policy on the held-out ``[scenario]``
+window as one continuous stretch (batteries start at ``soc_init`` once and carry their
+charge over every midnight).
 
 Run directory ``runs/NAME/``::
 
@@ -34,7 +37,7 @@ from peergrid.agents.records import RoundRecord
 from peergrid.agents.spaces import ACTION_DIM, OBS_DIM
 from peergrid.comms.topology import build_graph, metropolis_weights
 from peergrid.grid.feeders import build_feeder
-from peergrid.grid.penalty import violation_pu
+from peergrid.scenarios.report import grid_violations
 from peergrid.scenarios.community import prosumer_spec
 from peergrid.scenarios.env import PeerGridEnv
 from peergrid.scenarios.logs import RunWriter, read_manifest, write_manifest
@@ -136,12 +139,13 @@ class Team:
         others = {a: np.zeros_like(obs) for a in self.ids}
         return self.act({**others, agent: obs}, greedy=True)[agent]
 
-    def observe(self, obs, actions, rewards, next_obs, done: bool) -> None:
+    def observe(self, obs, actions, rewards, next_obs, terminated: bool,
+                truncated: bool) -> None:
         if self.algo == "maddpg":
-            self.maddpg.observe(obs, actions, rewards, next_obs, done)
+            self.maddpg.observe(obs, actions, rewards, next_obs, terminated, truncated)
             return
         self.group.observe(np.array([rewards[a] for a in self.ids]),
-                           np.stack([next_obs[a] for a in self.ids]), done)
+                           np.stack([next_obs[a] for a in self.ids]), terminated, truncated)
 
     def end_episode(self) -> dict[str, float]:
         """Called after each training day; runs the on-policy update when it is due."""
@@ -175,17 +179,18 @@ class Team:
 def run_day(env: PeerGridEnv, day: int, choose: Callable[[dict], Actions],
             team: Team | None = None,
             on_round: Callable[[list[RoundRecord], dict, dict], None] | None = None,
-            ) -> tuple[list[RoundRecord], list[dict]]:
-    """One day (episode) of ``env``; with ``team``, feed it every transition."""
-    obs, _ = env.reset(options={"day": day})
+            soc: str = "carry") -> tuple[list[RoundRecord], list[dict]]:
+    """One day (episode) of ``env`` starting from ``soc`` (see ``PeerGridEnv.reset``);
+    with ``team``, feed it every transition."""
+    obs, _ = env.reset(options={"day": day, "soc": soc})
     records: list[RoundRecord] = []
     grid_rows: list[dict] = []
     while env.agents:
         actions = choose(obs)
-        next_obs, rewards, _, trunc, infos = env.step(actions)
-        done = all(trunc.values())
+        next_obs, rewards, term, trunc, infos = env.step(actions)
         if team is not None:
-            team.observe(obs, actions, rewards, next_obs, done)
+            team.observe(obs, actions, rewards, next_obs, all(term.values()),
+                         all(trunc.values()))
         day_records = [infos[a]["record"] for a in env.possible_agents]
         records += day_records
         grid_rows.append(env.last_grid)
@@ -197,20 +202,19 @@ def run_day(env: PeerGridEnv, day: int, choose: Callable[[dict], Actions],
 
 def window_metrics(records: list[RoundRecord], grid_rows: list[dict], s: Scenario
                    ) -> dict[str, float]:
-    """Totals over the evaluated days (team reward: mean over agents of summed reward)."""
+    """Totals over the evaluated rounds (team reward: mean over agents of summed reward;
+    violations counted from the grid's node voltages, see ``grid_violations``)."""
     df = pd.DataFrame([r.as_dict() for r in records])
     grid = pd.DataFrame(grid_rows)
-    vm = grid[[c for c in grid.columns if c.startswith("vm_pu.")]].to_numpy(dtype=float)
-    out_of_limits = violation_pu(vm, s.feeder.vm_min_pu, s.feeder.vm_max_pu) > 0
     n_agents = df.agent.nunique()
     return {
         "team_reward": float(df.reward.sum() / n_agents),
         "community_cost": float(df.payment.sum()),
         "voltage_penalty": float(df.voltage_penalty.sum()),
-        "voltage_violations": int((out_of_limits | ~grid.converged.to_numpy()[:, None]).any(1).sum()),
+        "line_penalty": float(df.line_penalty.sum()),
+        **grid_violations(grid, s.feeder.vm_min_pu, s.feeder.vm_max_pu),
         "p2p_kwh": float(df.p2p_sold_kwh.sum()),
-        "vm_max_pu": float(np.nanmax(vm)),
-        "vm_min_pu": float(np.nanmin(vm)),
+        "curtailed_kwh": float(df.curtailed_kw.sum() * s.scenario.step_min / 60.0),
         **{f"reward.{a}": float(g.reward.sum()) for a, g in df.groupby("agent")},
     }
 
@@ -218,11 +222,13 @@ def window_metrics(records: list[RoundRecord], grid_rows: list[dict], s: Scenari
 def evaluate_choice(scenario: Scenario, choose: Callable[[dict], Actions],
                     env: PeerGridEnv | None = None, writer: RunWriter | None = None
                     ) -> dict[str, float]:
-    """Run every day of the scenario window with ``choose``; metrics over the window."""
+    """Run the scenario window with ``choose`` as one continuous stretch (batteries at
+    their initial charge once, then carried over midnight); metrics over the window."""
     env = env or PeerGridEnv(scenario)
     records, grid_rows = [], []
     for day in range(env.community.days):
-        r, g = run_day(env, day, choose, on_round=writer.write_round if writer else None)
+        r, g = run_day(env, day, choose, on_round=writer.write_round if writer else None,
+                       soc="initial" if day == 0 else "carry")
         records += r
         grid_rows += g
     return window_metrics(records, grid_rows, scenario)
@@ -269,6 +275,7 @@ def train(scenario: Scenario, source: str, algo: str, seed: int, out: str | Path
         state = torch.load(ckpt_path, weights_only=False)
         team.load_state_dict(state["team"])
         day_rng.bit_generator.state = state["day_rng"]
+        train_env.load_state_dict(state["env"])
         start_episode = state["episode"]
     else:
         write_manifest(out, source, scenario, runtime="in-process", algo=algo, train_seed=seed,
@@ -293,7 +300,8 @@ def train(scenario: Scenario, source: str, algo: str, seed: int, out: str | Path
         # the step-size schedule follows algo.episodes, whatever --episodes stops at,
         # so that a run stopped and resumed is the run that never stopped
         team.set_progress(episode / scenario.algo.episodes)
-        records, grid_rows = run_day(train_env, day, lambda o: team.act(o), team)
+        records, grid_rows = run_day(train_env, day, lambda o: team.act(o), team,
+                                     soc="initial" if episode == 0 else scenario.algo.episode_start)
         stats = team.end_episode()
         row = {"episode": episode + 1, "day": day,
                **window_metrics(records, grid_rows, scenario), **stats}
@@ -310,7 +318,8 @@ def train(scenario: Scenario, source: str, algo: str, seed: int, out: str | Path
                           "vm_max_pu", "vm_min_pu"):
                     tb.add_scalar(f"eval/{k}", ev[k], episode + 1)
             torch.save({"team": team.state_dict(), "day_rng": day_rng.bit_generator.state,
-                        "episode": episode + 1, "algo": algo, "seed": seed}, ckpt_path)
+                        "env": train_env.state_dict(), "episode": episode + 1, "algo": algo,
+                        "seed": seed}, ckpt_path)
     if tb is not None:
         tb.close()
     (out / "timing.txt").write_text(
@@ -344,6 +353,6 @@ def evaluate_run(run_dir: str | Path, out: str | Path, force: bool = False,
     env = PeerGridEnv(scenario)
     write_manifest(out, manifest["scenario_source"], scenario, runtime="in-process",
                    policy=f"{team.algo} ({run_dir})", days=env.community.days,
-                   start=env.community.start.isoformat(), episodes_reset_daily=True)
+                   start=env.community.start.isoformat(), soc_carried_over=True)
     with RunWriter(out) as writer:
         return evaluate_choice(scenario, lambda o: team.act(o, greedy=True), env, writer)

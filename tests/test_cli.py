@@ -53,7 +53,9 @@ def test_existing_run_is_never_overwritten(run_dir):
 def test_bad_scenario_exits_2_naming_file_field_and_value(tmp_path):
     from peergrid.scenarios.loader import SHIPPED_DIR
 
-    text = (SHIPPED_DIR / "ieee13.toml").read_text().replace("pv_kwp = 300.0", "pv_kwp = -3.0", 1)
+    good = (SHIPPED_DIR / "ieee13.toml").read_text()
+    text = good.replace("pv_kwp = 750.0", "pv_kwp = -3.0", 1)
+    assert text != good
     bad = tmp_path / "mine.toml"
     bad.write_text(text)
     res = peergrid("scenario", "check", str(bad))
@@ -98,3 +100,24 @@ def test_train_then_evaluate_writes_checked_records(tmp_path):
     assert "Community (13 agents, 168 rounds" in res.stdout
     check = peergrid("logs", "check", str(run / "evaluation"))
     assert check.stdout.strip() == "all invariants hold"
+
+
+def test_diagnose_shows_the_feeder_is_fine_alone_and_the_agents_push_it_out():
+    res = peergrid("scenario", "diagnose", "ieee13", "--json")
+    assert res.returncode == 0, res.stderr
+    d = json.loads(res.stdout)
+    community, zero, pv_alone = d["cases"]
+    assert [c["name"] for c in d["cases"]] == ["community (nop2p)", "zero injections", "PV alone"]
+    # with no injections the feeder sits inside its limits: every violation is the agents'
+    assert zero["overvoltage_rounds"] == zero["undervoltage_rounds"] == 0
+    assert max(zero["max_line_loading_pct"].values()) < 1.0
+    # with the community's own injections: over-voltage at sunny middays at the far end,
+    # under-voltage at the evening peak, and a real conductor loaded above 90 %
+    assert community["overvoltage_rounds"] > 0 and community["undervoltage_rounds"] > 0
+    assert set(community["overvoltage_hours"]) <= set(range(8, 17))
+    assert set(community["undervoltage_hours"]) <= set(range(16, 24))
+    assert {"611", "675"} <= set(community["overvoltage_buses"])
+    assert max(community["max_line_loading_pct"].values()) > 90.0
+    assert pv_alone["overvoltage_rounds"] >= community["overvoltage_rounds"]
+    text = peergrid("scenario", "diagnose", "ieee13").stdout
+    assert "zero injections:" in text and "PV alone:" in text and "line loading" in text

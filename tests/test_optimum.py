@@ -1,0 +1,58 @@
+"""The perfect-foresight optima over the continuous evaluation week: the physical limit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from peergrid.scenarios.community import Community
+from peergrid.scenarios.env import PeerGridEnv
+from peergrid.scenarios.experiment import optimum_metrics, reference_metrics
+from peergrid.scenarios.optimum import aware_schedule, blind_schedule, schedule_actions
+from peergrid.scenarios.train import evaluate_choice
+
+
+@pytest.fixture(scope="module")
+def optima(_ieee13_scenario):  # read only: the session's scenario needs no copy
+    return {name: optimum_metrics(_ieee13_scenario, name)
+            for name in ("optimum (voltage-blind)", "optimum (voltage-aware)")}
+
+
+def test_voltage_aware_optimum_replayed_through_ac_power_flow_has_no_violation(optima):
+    aware = optima["optimum (voltage-aware)"]
+    assert aware["voltage_violations"] == 0
+    assert aware["overvoltage_bus_rounds"] == aware["undervoltage_bus_rounds"] == 0
+    assert aware["max_line_loading_pct"] <= 100.0
+    assert aware["voltage_penalty"] == aware["line_penalty"] == 0.0
+    assert aware["solve_s"] < 60.0
+
+
+def test_keeping_the_limits_costs_no_less_than_ignoring_them(optima):
+    blind, aware = optima["optimum (voltage-blind)"], optima["optimum (voltage-aware)"]
+    assert blind["voltage_violations"] > 0  # the limits bind: the blind schedule breaks them
+    assert aware["community_cost"] >= blind["community_cost"] - 1e-6
+
+
+def test_the_blind_optimum_costs_no_more_than_any_reference_policy(ieee13_scenario, optima):
+    best = optima["optimum (voltage-blind)"]["community_cost"]
+    for policy in ("nop2p", "selfconsume", "rule", "voltvar"):
+        assert best <= reference_metrics(ieee13_scenario, policy)["community_cost"] + 1e-6
+
+
+@pytest.mark.parametrize("solve", [blind_schedule, aware_schedule])
+def test_a_schedule_is_physical_and_ends_the_week_with_its_initial_charge(ieee13_scenario, solve):
+    env = PeerGridEnv(ieee13_scenario)
+    c: Community = env.community
+    s = solve(c)
+    for i, p in enumerate(c.prosumers):
+        b = p.spec.battery
+        assert (s.battery_kw[:, i] <= b.charge_kw_max + 1e-9).all()
+        assert (s.battery_kw[:, i] >= -b.discharge_kw_max - 1e-9).all()
+        assert (s.curtailed_kw[:, i] >= 0).all()
+        assert (s.curtailed_kw[:, i] <= p.pv_kw[:c.n_rounds] + 1e-9).all()
+    plan = schedule_actions(c, s)
+    assert all(np.all(np.abs(a) <= 1.0 + 1e-12) for step in plan for a in step.values())
+    evaluate_choice(ieee13_scenario, lambda obs: plan[env.k], env)  # the replay
+    for p in c.prosumers:
+        if p.spec.battery.present:
+            assert p.soc >= p.spec.battery.soc_init - 1e-9, p.spec.agent_id
