@@ -25,15 +25,18 @@ _DTYPES = {"<f4": np.float32, "<f8": np.float64, "<i8": np.int64}
 # field -> type: int, float, str, bool, array, floats (map str->float), map (str->any)
 KINDS: dict[str, dict[str, str]] = {
     "round_start": {"k": "int", "deadline_s": "float", "sent_at": "float"},
-    "bid": {"bus": "str", "bid_kwh": "float", "surplus_kwh": "float", "q_kvar": "float"},
+    "bid": {"bus": "str", "bid_kwh": "float", "surplus_kwh": "float", "q_kvar": "float",
+            "volt_var_kva": "float", "q_max_kvar": "float"},
     "settlement": {
         "p2p_bought_kwh": "float", "p2p_sold_kwh": "float", "grid_import_kwh": "float",
         "grid_export_kwh": "float", "buy_price_per_kwh": "float", "sell_price_per_kwh": "float",
         "sdr": "float", "payment": "float", "grid_only_payment": "float",
         "retail_price": "float", "feed_in_price": "float", "traded": "bool",
     },
-    "positions": {"k": "int", "surplus_kwh": "floats", "q_kvar": "floats", "bus": "map"},
+    "positions": {"k": "int", "surplus_kwh": "floats", "q_kvar": "floats",
+                  "volt_var_kva": "floats", "q_max_kvar": "floats", "bus": "map"},
     "grid_signal": {"vm_pu": "floats", "converged": "bool", "voltage_penalty": "floats",
+                    "line_penalty": "floats", "volt_var_q_kvar": "floats",
                     "max_line_loading_pct": "float"},
     "round_done": {"k": "int"},
     "resend": {"k": "int", "surplus_kwh": "float", "attempt": "int"},

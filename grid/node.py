@@ -23,7 +23,7 @@ def run_grid(dep: Deployment) -> None:
     clock = Clock(scenario, dep.days)
     grid = make_grid_operator(scenario, clock.dt_h)
     bus = {a.id: a.bus for a in scenario.agents}
-    last: dict[str, tuple[float, float]] = {a: (0.0, 0.0) for a in dep.agents}
+    last: dict[str, tuple[float, ...]] = {a: (0.0, 0.0, 0.0, 0.0) for a in dep.agents}
     writer = RunWriter(Path(dep.out))
     node.send("market", "hello", 0, -1, {"pid": _pid()}, control=True)
     running = True
@@ -41,13 +41,16 @@ def run_grid(dep: Deployment) -> None:
             estimated = [a for a in dep.agents if a not in body["surplus_kwh"]]
             for a in dep.agents:
                 if a in body["surplus_kwh"]:
-                    last[a] = (body["surplus_kwh"][a], body["q_kvar"][a])
-            bids = {a: Bid(a, bus[a], rnd, 0.0, last[a][0], last[a][1]) for a in dep.agents}
+                    last[a] = tuple(body[f][a] for f in
+                                    ("surplus_kwh", "q_kvar", "volt_var_kva", "q_max_kvar"))
+            bids = {a: Bid(a, bus[a], rnd, 0.0, *last[a]) for a in dep.agents}
             signal = grid.solve(rnd, bids)
             for a in dep.agents:
                 node.send(a, "grid_signal", episode, rnd, {
                     "vm_pu": signal.vm_pu, "converged": signal.converged,
                     "voltage_penalty": {a: signal.voltage_penalty[a]},
+                    "line_penalty": {a: signal.line_penalty[a]},
+                    "volt_var_q_kvar": {x: q for x, q in signal.volt_var_q_kvar.items() if x == a},
                     "max_line_loading_pct": signal.max_line_loading_pct,
                 })
             node.send("market", "round_done", episode, rnd, {"k": k})

@@ -113,7 +113,8 @@ def run_market(dep: Deployment) -> None:
         got = wait_for(set(agents), "bid", k, d.bid_deadline_ms / 1e3, bodies)
         no_bid = sorted(set(agents) - got)
         bids = {a: Bid(a, bodies[a]["bus"], rnd, bodies[a]["bid_kwh"], bodies[a]["surplus_kwh"],
-                       bodies[a]["q_kvar"]) for a in agents if a in bodies}
+                       bodies[a]["q_kvar"], bodies[a]["volt_var_kva"], bodies[a]["q_max_kvar"])
+                for a in agents if a in bodies}
         result = market.close_round(rnd, int(clock.hours[k]), bids)
         tariff = result.clearing.tariff
         settled[k] = {}
@@ -124,6 +125,8 @@ def run_market(dep: Deployment) -> None:
         node.send("grid", "positions", episode, rnd, {
             "k": k, "surplus_kwh": {a: b.surplus_kwh for a, b in bids.items()},
             "q_kvar": {a: b.q_kvar for a, b in bids.items()},
+            "volt_var_kva": {a: b.volt_var_kva for a, b in bids.items()},
+            "q_max_kvar": {a: b.q_max_kvar for a, b in bids.items()},
             "bus": {a: b.bus for a, b in bids.items()},
         })
         key = {"episode": episode, "round": rnd, "time": clock.times[k].isoformat()}

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from peergrid.comms.wire import KINDS, Header, WireError, decode, encode
 
 H = Header("ieee13_v1", 0, 5, "a01", "bid")
-BID = {"bus": "634", "bid_kwh": 1.5, "surplus_kwh": 2.0, "q_kvar": 0.3}
+BID = {"bus": "634", "bid_kwh": 1.5, "surplus_kwh": 2.0, "q_kvar": 0.3, "volt_var_kva": 0.0,
+       "q_max_kvar": 12.0}
 
 
 def test_round_trip_keeps_header_and_body():
