@@ -80,7 +80,7 @@ def share(amount: float, weights: Mapping[str, float]) -> dict[str, float]:
     """``amount`` split in proportion to non-negative ``weights``; equally if all are 0."""
     total = sum(weights.values())
     if total > 0:
-        return {a: amount * w / total for a, w in weights.items()}
+        return {a: amount * (w / total) for a, w in weights.items()}  # subnormal-safe
     return {a: amount / len(weights) for a in weights}
 
 

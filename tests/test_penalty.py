@@ -94,6 +94,8 @@ def test_what_is_charged_plus_what_is_not_equals_the_violation(vm, exports, load
 def test_share_is_proportional_or_equal():
     assert share(10.0, {"a": 3.0, "b": 1.0}) == pytest.approx({"a": 7.5, "b": 2.5})
     assert share(10.0, {"a": 0.0, "b": 0.0}) == pytest.approx({"a": 5.0, "b": 5.0})
+    # a subnormal weight still gets the whole amount (amount x w underflowed before)
+    assert share(12.5, {"x": 0.0, "y": 5e-324}) == {"x": 0.0, "y": 12.5}
 
 
 def test_an_agent_sees_its_phase_farthest_from_the_middle_of_the_band():

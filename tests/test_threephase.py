@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
@@ -69,7 +69,10 @@ def test_fast_per_phase_solver_matches_runpp_3ph(pair, data):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         b = ref.solve(p, q)
-    assert a.converged and b.converged
+    # up to 16 MW on a 4.16 kV feeder: where the reference collapses there is nothing to
+    # compare (the fast solver may still find a low-voltage solution)
+    assume(b.converged)
+    assert a.converged
     assert np.max(np.abs(a.vm_pu - b.vm_pu)) <= DV_PU
     assert np.max(np.abs(a.va_degree - b.va_degree)) <= 1e-4
     assert np.max(np.abs(a.line_loading_pct - b.line_loading_pct)) <= 1e-3
