@@ -51,10 +51,19 @@ class GridOperator:
                                     strict=True))
         self.last_result: PowerFlowResult | None = None
         self.last_penalties: Penalties | None = None
+        self._shares_key: tuple[str, ...] = ()
+        self._shares = np.zeros((len(self._node_pos), 0))
 
     def node_shares(self, agents: list[str]) -> np.ndarray:
         """(nodes x agents) matrix: the share of each agent's power at each node (an
-        agent's power is split equally over its phases)."""
+        agent's power is split equally over its phases); kept per agent list, since
+        the same agents come every round."""
+        key = tuple(agents)
+        if key != self._shares_key:
+            self._shares_key, self._shares = key, self._build_shares(agents)
+        return self._shares
+
+    def _build_shares(self, agents: list[str]) -> np.ndarray:
         shares = np.zeros((len(self._node_pos), len(agents)))
         for j, a in enumerate(agents):
             for n in self.agent_nodes[a]:

@@ -43,8 +43,12 @@ def available_profiles() -> tuple[frozenset[str], frozenset[str]]:
 
 
 @functools.cache
-def _read(kind: str, columns: tuple[str, ...]) -> pd.DataFrame:
-    filename = {"load": "LoadProfile.csv", "pv": "RESProfile.csv"}[kind]
+def _read(kind: str) -> pd.DataFrame:
+    """Every profile of a kind (household active power, PV), parsed once per process:
+    one pass over the file instead of one per profile."""
+    loads, pvs = available_profiles()
+    filename, columns = {"load": ("LoadProfile.csv", [f"{p}_pload" for p in sorted(loads)]),
+                         "pv": ("RESProfile.csv", sorted(pvs))}[kind]
     frame = pd.read_csv(
         os.path.join(_simbench_dir(), filename), sep=";", usecols=["time", *columns]
     )
@@ -59,14 +63,14 @@ def _per_step(series: pd.Series, step_min: int) -> pd.Series:
 @functools.cache
 def load_factor(profile: str, step_min: int) -> pd.Series:
     """Active-power load factor per round for the whole year, annual peak = 1."""
-    s = _per_step(_read("load", (f"{profile}_pload",))[f"{profile}_pload"], step_min)
+    s = _per_step(_read("load")[f"{profile}_pload"], step_min)
     return s / s.max()
 
 
 @functools.cache
 def pv_factor(profile: str, step_min: int) -> pd.Series:
     """PV output per kWp installed, per round, for the whole year."""
-    return _per_step(_read("pv", (profile,))[profile], step_min).clip(lower=0.0)
+    return _per_step(_read("pv")[profile], step_min).clip(lower=0.0)
 
 
 def window(series: pd.Series, start: dt.date, days: int) -> np.ndarray:
