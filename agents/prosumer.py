@@ -13,6 +13,7 @@ import numpy as np
 
 from peergrid.agents.devices import (BatterySpec, InverterSpec, reactive_capability_kvar,
                                      step_battery)
+from peergrid.agents.public import PublicOutcome, PublicScale, public_state
 from peergrid.agents.records import RoundRecord
 from peergrid.agents.spaces import (ACTION_DIM, ACTION_HIGH, ACTION_LOW, OBS_BOUND, OBS_DIM,
                                      squash_sdr)
@@ -81,6 +82,7 @@ class Prosumer:
         pv_kw: np.ndarray,
         dt_h: float,
         initial_signals: PublicSignals,
+        initial_public: PublicOutcome | None = None,
     ) -> None:
         if load_kw.shape != pv_kw.shape:
             raise ValueError(f"{spec.agent_id}: load and PV series differ in length")
@@ -89,6 +91,7 @@ class Prosumer:
         self.pv_kw = pv_kw
         self.dt_h = dt_h
         self._initial_signals = initial_signals
+        self._initial_public = initial_public
         self.reset()
 
     def reset(self, soc: float | None = None) -> None:
@@ -96,6 +99,7 @@ class Prosumer:
         b = self.spec.battery
         self.soc = (b.soc_init if soc is None else soc) if b.present else 0.0
         self.signals = self._initial_signals
+        self.public = self._initial_public
         self._pending: dict[str, float] | None = None
 
     def observation(self, k: int, hour: float, retail: float, feed_in: float,
@@ -115,6 +119,11 @@ class Prosumer:
         )
         assert obs.shape == (OBS_DIM,)
         return np.clip(obs, -OBS_BOUND, OBS_BOUND)
+
+    def public_state(self, hour: float, retail: float, feed_in: float,
+                     scale: PublicScale) -> np.ndarray:
+        """The public state before this agent's next round (agents.public)."""
+        return public_state(hour, retail, feed_in, self.public, scale)
 
     def act(self, k: int, round_index: int, action: np.ndarray) -> Bid:
         """Apply an action for round ``k`` (layout: agents.spaces): curtail PV, run the
@@ -162,13 +171,17 @@ class Prosumer:
         voltage_penalty: float,
         line_penalty: float,
         volt_var_q_kvar: float = 0.0,
+        public: PublicOutcome | None = None,
     ) -> RoundRecord:
         """Book the round's settlement and grid signal (with the reactive power the
-        volt-var inverters settled at); return its record."""
+        volt-var inverters settled at, and the round's public outcome as this agent
+        heard it); return its record."""
         if self._pending is None:
             raise RuntimeError(f"{self.spec.agent_id}: conclude() before act()")
         p = self._pending
         self._pending = None
+        if public is not None:
+            self.public = public
         self.signals = PublicSignals(
             settlement.sell_price_per_kwh, settlement.buy_price_per_kwh, settlement.sdr,
             vm_pu if math.isfinite(vm_pu) else self.signals.vm_pu,

@@ -32,6 +32,7 @@ KINDS: dict[str, dict[str, str]] = {
         "grid_export_kwh": "float", "buy_price_per_kwh": "float", "sell_price_per_kwh": "float",
         "sdr": "float", "payment": "float", "grid_only_payment": "float",
         "retail_price": "float", "feed_in_price": "float", "traded": "bool",
+        "tsp_kwh": "float", "tbp_kwh": "float", "net_import_kwh": "float",
     },
     "positions": {"k": "int", "surplus_kwh": "floats", "q_kvar": "floats",
                   "volt_var_kva": "floats", "q_max_kvar": "floats", "bus": "map"},

@@ -18,6 +18,7 @@ from pathlib import Path
 from peergrid.comms.deployment import Deployment
 from peergrid.comms.messages import Bid
 from peergrid.comms.runtime import open_node
+from peergrid.market.operator import MarketResult
 from peergrid.market.sdr import Tariff
 from peergrid.market.settlement import Settlement, grid_only_settlement
 
@@ -119,7 +120,7 @@ def run_market(dep: Deployment) -> None:
         tariff = result.clearing.tariff
         settled[k] = {}
         for a, s in result.settlements.items():
-            settled[k][a] = settlement_body(s, tariff, traded=True)
+            settled[k][a] = settlement_body(s, tariff, traded=True, market=result)
             node.send(a, "settlement", episode, rnd, settled[k][a])
         settled.pop(k - 2, None)
         node.send("grid", "positions", episode, rnd, {
@@ -148,10 +149,16 @@ def run_market(dep: Deployment) -> None:
     node.close()
 
 
-def settlement_body(s: Settlement, tariff: Tariff, traded: bool) -> dict:
-    """The wire body of a settlement: its fields, the round's tariff, whether it traded."""
+def settlement_body(s: Settlement, tariff: Tariff, traded: bool,
+                    market: MarketResult | None = None) -> dict:
+    """The wire body of a settlement: its fields, the round's tariff, whether it traded,
+    and the clearing's public totals (agents.public; NaN when the agent did not trade)."""
+    c = market.clearing if market is not None else None
     return {**asdict(s), "retail_price": tariff.retail_price_per_kwh,
-            "feed_in_price": tariff.feed_in_price_per_kwh, "traded": traded}
+            "feed_in_price": tariff.feed_in_price_per_kwh, "traded": traded,
+            "tsp_kwh": c.tsp_kwh if c else float("nan"),
+            "tbp_kwh": c.tbp_kwh if c else float("nan"),
+            "net_import_kwh": market.net_import_kwh if market else float("nan")}
 
 
 def _update_allowance(scenario, dep: Deployment) -> float:

@@ -6,6 +6,7 @@ missing trades its metered position with the grid only (its settlement says so).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -20,6 +21,11 @@ class MarketResult:
     round_index: int
     clearing: Clearing
     settlements: dict[str, Settlement]
+
+    @property
+    def net_import_kwh(self) -> float:
+        """The community's net grid import over the agents that traded (> 0 import)."""
+        return math.fsum(s.grid_import_kwh - s.grid_export_kwh for s in self.settlements.values())
 
 
 class MarketOperator:

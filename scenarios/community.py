@@ -20,9 +20,11 @@ import pandas as pd
 from peergrid.agents.devices import BatterySpec, InverterSpec
 from peergrid.agents.policies import INVERTER_CONTROL
 from peergrid.agents.prosumer import Prosumer, ProsumerSpec, PublicSignals
+from peergrid.agents.public import (GridOutcome, MarketOutcome, PublicOutcome, PublicScale,
+                                    initial_outcome)
 from peergrid.agents.records import RoundRecord
 from peergrid.comms.messages import Bid, GridSignal
-from peergrid.grid.feeders import FEEDERS, build_feeder, bus_phases
+from peergrid.grid.feeders import FEEDERS, build_feeder, bus_phases, feeder_buses
 from peergrid.grid.operator import GridOperator, connection_nodes
 from peergrid.grid.penalty import PenaltyRule, observed_voltage
 from peergrid.grid.powerflow import PandapowerSolver, Solver
@@ -111,6 +113,34 @@ def _with_next_day(series: pd.Series, start: dt.date, days: int) -> np.ndarray:
         return np.concatenate([values, values[-len(values) // days:]])
 
 
+def feeder_nodes(scenario: Scenario) -> list[str]:
+    """The feeder's power-flow nodes in solver order, from the scenario alone (a
+    prosumer process needs them without building the network)."""
+    f = scenario.feeder
+    if f.model == "per_phase":
+        return [f"{b}.{p}" for b, phases in bus_phases(f.name).items() for p in phases]
+    return list(feeder_buses(f.name))
+
+
+def public_scale(scenario: Scenario) -> PublicScale:
+    """The units of the public state (agents.public), the same for every agent."""
+    dt_h = scenario.scenario.step_min / 60.0
+    return PublicScale(max(scenario.tariff.hourly()[0]),
+                       sum(prosumer_spec(a).p_ref_kw for a in scenario.agents) * dt_h)
+
+
+def market_outcome(market: MarketResult) -> MarketOutcome:
+    c = market.clearing
+    return MarketOutcome(c.sdr, c.sell_price_per_kwh, c.buy_price_per_kwh, c.tsp_kwh,
+                         c.tbp_kwh, market.net_import_kwh)
+
+
+def grid_outcome(vm_pu: Mapping[str, float], nodes: list[str], max_line_loading_pct: float,
+                 converged: bool) -> GridOutcome:
+    return GridOutcome(tuple(float(vm_pu[n]) for n in nodes), float(max_line_loading_pct),
+                       bool(converged))
+
+
 def build_prosumer(scenario: Scenario, a: AgentConfig, clock: Clock) -> Prosumer:
     """One agent's prosumer actor with its profile window (what a prosumer node builds)."""
     step_min = scenario.scenario.step_min
@@ -120,7 +150,9 @@ def build_prosumer(scenario: Scenario, a: AgentConfig, clock: Clock) -> Prosumer
     pv = np.zeros_like(load) if a.pv_profile is None else a.pv_kwp * _with_next_day(
         profiles.pv_factor(a.pv_profile, step_min), clock.start, clock.days)
     initial = PublicSignals(feed_in[0], retail[0], 1.0, scenario.feeder.slack_vm_pu)
-    return Prosumer(prosumer_spec(a), load, pv, clock.dt_h, initial)
+    public = initial_outcome(len(feeder_nodes(scenario)), retail[0], feed_in[0],
+                             scenario.feeder.slack_vm_pu)
+    return Prosumer(prosumer_spec(a), load, pv, clock.dt_h, initial, public)
 
 
 def market_row(key: dict[str, Any], market: MarketResult) -> dict[str, Any]:
@@ -171,6 +203,7 @@ class RoundOutcome:
     records: list[RoundRecord]
     market: dict[str, Any]
     grid: dict[str, Any]
+    public: PublicOutcome
 
 
 class Community:
@@ -192,6 +225,10 @@ class Community:
         self.prosumers = [build_prosumer(scenario, a, c) for a in scenario.agents]
         self.agent_ids = [p.spec.agent_id for p in self.prosumers]
         self.agent_nodes = [self.grid.agent_nodes[a] for a in self.agent_ids]
+        self.nodes = feeder_nodes(scenario)
+        if self.nodes != list(self.grid.solver.node_names):
+            raise RuntimeError(f"feeder {scenario.feeder.name}: node order differs from the solver's")
+        self.public_scale = public_scale(scenario)
 
     # ---- clock ---------------------------------------------------------------------
 
@@ -221,7 +258,21 @@ class Community:
     def solve(self, k: int, bids: Mapping[str, Bid]) -> GridSignal:
         return self.grid.solve(self.episode_round(k)[1], bids)
 
-    def conclude(self, i: int, k: int, market: MarketResult, signal: GridSignal) -> RoundRecord:
+    def public_state(self, k: int) -> np.ndarray:
+        """The public state before round ``k`` (agents.public): the same for every agent,
+        read from the first prosumer's copy."""
+        tariff = self.market.tariff(int(self.hours[k]))
+        return self.prosumers[0].public_state(float(self.hour_frac[k]), tariff.retail_price_per_kwh,
+                                              tariff.feed_in_price_per_kwh, self.public_scale)
+
+    def outcome(self, market: MarketResult, signal: GridSignal) -> PublicOutcome:
+        """The round's public outcome, as every agent hears it."""
+        return PublicOutcome(market_outcome(market),
+                             grid_outcome(signal.vm_pu, self.nodes, signal.max_line_loading_pct,
+                                          signal.converged))
+
+    def conclude(self, i: int, k: int, market: MarketResult, signal: GridSignal,
+                 public: PublicOutcome | None = None) -> RoundRecord:
         p = self.prosumers[i]
         aid = p.spec.agent_id
         episode, rnd = self.episode_round(k)
@@ -232,7 +283,7 @@ class Community:
             tariff.retail_price_per_kwh, tariff.feed_in_price_per_kwh,
             observed_voltage(signal.vm_pu, self.agent_nodes[i], f.vm_min_pu, f.vm_max_pu),
             signal.voltage_penalty[aid], signal.line_penalty[aid],
-            signal.volt_var_q_kvar.get(aid, 0.0),
+            signal.volt_var_q_kvar.get(aid, 0.0), public,
         )
 
     def round_tables(self, k: int, market: MarketResult, signal: GridSignal
@@ -247,9 +298,11 @@ class Community:
         bids = {aid: self.decide(i, k, actions[aid]) for i, aid in enumerate(self.agent_ids)}
         market = self.clear(k, bids)
         signal = self.solve(k, bids)
-        records = [self.conclude(i, k, market, signal) for i in range(len(self.prosumers))]
+        public = self.outcome(market, signal)
+        records = [self.conclude(i, k, market, signal, public)
+                   for i in range(len(self.prosumers))]
         market_row, grid_row = self.round_tables(k, market, signal)
-        return RoundOutcome(records, market_row, grid_row)
+        return RoundOutcome(records, market_row, grid_row, public)
 
 
 def finite_or_none(x: float) -> float | None:

@@ -10,7 +10,9 @@ or a mapping agent → state of charge. The day's end is a truncation, never a
 termination: the next day's first round is a real state to bootstrap from (also after
 the window's last day). Observations, actions and rewards are per agent
 (``agents.spaces``); ``infos[agent]["record"]`` holds the agent's round record, the
-same row the mesa runtime logs.
+same row the mesa runtime logs, and ``infos[agent]["public"]`` the round's public state,
+the next one and the team-reward estimator's input (``agents.public``; the same for
+every agent).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 from pettingzoo import ParallelEnv
 
 from peergrid.agents.prosumer import PublicSignals
+from peergrid.agents.public import PublicOutcome, estimator_input
 from peergrid.agents.spaces import action_space, observation_space
 from peergrid.scenarios.community import Community
 from peergrid.scenarios.schema import Scenario
@@ -83,11 +86,17 @@ class PeerGridEnv(ParallelEnv):
         self.agents = list(self.possible_agents)
         return self._observations(), {a: {} for a in self.agents}
 
+    def public_state(self) -> np.ndarray:
+        """The public state before the current round (agents.public): what the networked
+        learners' critics read, the same for every agent."""
+        return self.community.public_state(self.k)
+
     def state_dict(self) -> dict[str, Any]:
         """What the next episode depends on (states of charge, last public signals, the
         day generator), so a resumed training run continues exactly."""
         return {"started": self._started, "rng": self._rng.bit_generator.state,
-                "prosumers": {p.spec.agent_id: {"soc": p.soc, "signals": asdict(p.signals)}
+                "prosumers": {p.spec.agent_id: {"soc": p.soc, "signals": asdict(p.signals),
+                                                "public": p.public.as_dict()}
                               for p in self.community.prosumers}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -97,16 +106,21 @@ class PeerGridEnv(ParallelEnv):
             saved = state["prosumers"][p.spec.agent_id]
             p.reset(saved["soc"])
             p.signals = PublicSignals(**saved["signals"])
+            p.public = PublicOutcome.from_dict(saved["public"])
 
     def step(self, actions: dict[str, np.ndarray]):
         missing = [a for a in self.agents if a not in actions]
         if missing:
             raise ValueError(f"actions: missing for agents {missing}")
+        state = self.community.public_state(self.k)
         outcome = self.community.run_round(self.k, actions)
         self.last_market, self.last_grid = outcome.market, outcome.grid
         rewards = {r.agent: float(r.reward) for r in outcome.records}
-        infos = {r.agent: {"record": r} for r in outcome.records}
         self.k += 1
+        public = {"state": state, "next_state": self.community.public_state(self.k),
+                  "estimator_input": estimator_input(state, outcome.public,
+                                                     self.community.public_scale)}
+        infos = {r.agent: {"record": r, "public": public} for r in outcome.records}
         done = self.k % self.community.steps_per_day == 0
         terminations = {a: False for a in self.agents}
         truncations = {a: done for a in self.agents}

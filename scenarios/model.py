@@ -44,8 +44,9 @@ class ProsumerAgent(mesa.Agent):
         obs = self.model.community.observe(self.index, k)
         self.bid = self.model.community.decide(self.index, k, self.policy(obs))
 
-    def conclude(self, market: MarketResult, signal: GridSignal) -> None:
-        self.record = self.model.community.conclude(self.index, self.model.k, market, signal)
+    def conclude(self, market: MarketResult, signal: GridSignal, public) -> None:
+        self.record = self.model.community.conclude(self.index, self.model.k, market, signal,
+                                                    public)
 
 
 def _reporter(column: str) -> Callable[[ProsumerAgent], Any]:
@@ -86,7 +87,7 @@ class MarketModel(mesa.Model):
         bids = {a.agent_id: a.bid for a in self._ordered()}
         market = self.community.clear(self.k, bids)
         signal = self.community.solve(self.k, bids)
-        self.prosumers.do("conclude", market, signal)
+        self.prosumers.do("conclude", market, signal, self.community.outcome(market, signal))
         self.datacollector.collect(self)
         if self.on_round is not None:
             market_row, grid_row = self.community.round_tables(self.k, market, signal)
