@@ -40,32 +40,38 @@ from peergrid.comms.runtime import open_node
 
 
 def build_agent_policy(dep: Deployment, scenario, index: int, prosumer):
-    """(act(obs, greedy) → action, learner or None) for agent ``index``."""
+    """(act(obs) → action, learner or None, the learner's algorithm or None) for agent
+    ``index``."""
     from peergrid.agents.policies import REFERENCE_POLICIES, make_policy
 
     if dep.policy in REFERENCE_POLICIES:
         policy = make_policy(dep.policy, prosumer.spec, prosumer.dt_h)
-        return (lambda obs: policy(obs)), None
+        return (lambda obs: policy(obs)), None, None
     from peergrid.agents.learners.ppo import PPOLearner
     from peergrid.agents.spaces import ACTION_DIM, OBS_DIM
     from peergrid.scenarios.seeding import stream
-    from peergrid.scenarios.train import learner_config, load_team, reward_scales
+    from peergrid.scenarios.train import (ONLINE_ALGORITHMS, PPO_MODES, learner_config,
+                                          learner_dims, load_team, reward_scales, shared_seed)
 
     agent_id = prosumer.spec.agent_id
-    scale = reward_scales(scenario)[agent_id]
-    if dep.policy in ("consensus", "ippo"):
+    if dep.policy in ONLINE_ALGORITHMS:
+        algo = dep.policy
         seed = int(stream(dep.seed, "learner", index).integers(2**31))
-        learner = PPOLearner(agent_id, OBS_DIM, ACTION_DIM, learner_config(scenario), seed, scale)
-        return (lambda obs: learner.act(obs)), learner
+        dims = learner_dims(scenario)
+        learner = PPOLearner(agent_id, OBS_DIM, ACTION_DIM, learner_config(scenario, algo), seed,
+                             reward_scales(scenario, algo)[agent_id], mode=PPO_MODES[algo],
+                             public_dim=dims["public_dim"], estimator_dim=dims["estimator_dim"],
+                             shared_seed=shared_seed(dep.seed))
+        return (lambda obs: learner.act(obs)), learner, algo
     team, _, _ = load_team(dep.policy)
-    if team.algo == "maddpg":
+    if team.algo in ("maddpg", "mappo"):  # decentralised actors, centralised training
         if dep.learn:
-            raise ValueError("--learn continues consensus or ippo runs, not maddpg")
-        return (lambda obs: team.act_one(agent_id, obs)), None
-    learner = team.group.extract(agent_id, scale)
+            raise ValueError(f"--learn continues a decentralised learner, not {team.algo}")
+        return (lambda obs: team.act_one(agent_id, obs)), None, None
+    learner = team.group.extract(agent_id, reward_scales(scenario, team.algo)[agent_id])
     if dep.learn:
-        return (lambda obs: learner.act(obs)), learner
-    return (lambda obs: learner.act(obs, greedy=True)), None
+        return (lambda obs: learner.act(obs)), learner, team.algo
+    return (lambda obs: learner.act(obs, greedy=True)), None, None
 
 
 def run_prosumer(dep: Deployment, agent_id: str, incarnation: int = 0) -> None:
@@ -75,9 +81,11 @@ def run_prosumer(dep: Deployment, agent_id: str, incarnation: int = 0) -> None:
     from peergrid.market.sdr import Tariff
     from peergrid.market.settlement import Settlement, grid_only_settlement
     from peergrid.grid.penalty import observed_voltage, stale_voltage_penalty
+    from peergrid.agents.public import MarketOutcome, estimator_input
     from peergrid.scenarios.community import (Clock, agent_connections, build_prosumer,
-                                              penalty_rule)
-    from peergrid.scenarios.train import communication_graph
+                                              feeder_nodes, grid_outcome, penalty_rule,
+                                              public_scale)
+    from peergrid.scenarios.train import CONSENSUS, communication_graph
 
     scenario, node = open_node(dep, agent_id)
     d = scenario.deploy
@@ -89,9 +97,11 @@ def run_prosumer(dep: Deployment, agent_id: str, incarnation: int = 0) -> None:
     nodes = agent_connections(scenario)[agent_id]
     retail, feed_in = scenario.tariff.hourly()
     price_ref = max(retail)
-    act, learner = build_agent_policy(dep, scenario, index, prosumer)
-    consensus = learner is not None and (dep.policy == "consensus" or (
-        dep.learn and scenario.algo.name == "consensus"))
+    act, learner, algo = build_agent_policy(dep, scenario, index, prosumer)
+    consensus = learner is not None and algo in CONSENSUS
+    learning = scenario.algo.for_algorithm(algo) if algo else scenario.algo
+    scale = public_scale(scenario)
+    all_nodes = feeder_nodes(scenario)
     row: dict[str, float] = {}
     if consensus:
         weights = metropolis_weights(communication_graph(scenario, dep.agents), dep.agents)
@@ -108,6 +118,7 @@ def run_prosumer(dep: Deployment, agent_id: str, incarnation: int = 0) -> None:
         with open(ckpt, "rb") as f:  # our own file, written below: not from the network
             saved = pickle.load(f)
         prosumer.soc, prosumer.signals = saved["soc"], saved["signals"]
+        prosumer.public = saved["public"]
         if learner is not None:
             learner.load_state_dict(saved["learner"])
         state = saved["state"]
@@ -146,19 +157,29 @@ def run_prosumer(dep: Deployment, agent_id: str, incarnation: int = 0) -> None:
             vm = observed_voltage(g["vm_pu"], nodes, rule.vm_min_pu, rule.vm_max_pu)
             penalty, line_penalty = g["voltage_penalty"][agent_id], g["line_penalty"][agent_id]
         droop_q = g["volt_var_q_kvar"].get(agent_id, 0.0) if g is not None else 0.0
+        # the round's public outcome as this agent heard it (a part it missed: the last)
+        heard_market = (MarketOutcome(s["sdr"], s["sell_price_per_kwh"], s["buy_price_per_kwh"],
+                                      s["tsp_kwh"], s["tbp_kwh"], s["net_import_kwh"])
+                        if s is not None and s["traded"] else None)
+        heard_grid = (grid_outcome(g["vm_pu"], all_nodes, g["max_line_loading_pct"],
+                                   g["converged"]) if g is not None else None)
+        public = prosumer.public.updated(heard_market, heard_grid)
         record = prosumer.conclude(episode, rnd, clock.times[k].isoformat(), settlement,
                                    tariff_retail, tariff_feed_in, vm, penalty, line_penalty,
-                                   droop_q)
+                                   droop_q, public)
         records.write(_json(record.as_dict()) + "\n")
         records.flush()
         day_end = rnd == clock.steps_per_day - 1
         if learner is not None and p.get("learned", True):
             # the state after the window's last round is real too (data of the next day)
             nxt = _observe(prosumer, clock, k + 1, retail, feed_in, price_ref)
-            learner.observe(record.reward, nxt, terminated=False, truncated=day_end)
+            x_next = _public_state(prosumer, clock, k + 1, retail, feed_in, scale)
+            learner.observe(record.reward, nxt, terminated=False, truncated=day_end, public={
+                "state": p["public_state"], "next_state": x_next,
+                "estimator_input": estimator_input(p["public_state"], public, scale)})
         if day_end:  # the battery keeps its charge over midnight
             state["episodes"] += 1
-            if learner is not None and state["episodes"] % scenario.algo.rollout_days == 0:
+            if learner is not None and state["episodes"] % learning.rollout_days == 0:
                 update(state["updates"])
                 state["updates"] += 1
         node.log.event("round", k=k, episode=episode, round=rnd, flags=flags,
@@ -173,10 +194,10 @@ def run_prosumer(dep: Deployment, agent_id: str, incarnation: int = 0) -> None:
         nonlocal updating
         updating = True
         learner.begin_update()
-        for e in range(scenario.algo.epochs):
+        for e in range(learning.epochs):
             learner.update_epoch()
-            if consensus and (e + 1) % scenario.algo.consensus_period == 0:
-                mine = learner.critic_parameters()
+            if consensus and (e + 1) % learning.consensus_period == 0:
+                mine = learner.consensus_parameters()  # critic (and team-reward estimator)
                 for b in neighbours:
                     node.send(b, "critic", u, e, {"update": u, "step": e, "params": mine})
                 deadline = time.monotonic() + d.consensus_timeout_ms / 1e3
@@ -186,7 +207,7 @@ def run_prosumer(dep: Deployment, agent_id: str, incarnation: int = 0) -> None:
                         handle(h, body)
                 values = {agent_id: mine, **{b: critics.pop((u, e, b)) for b in neighbours
                                              if (u, e, b) in critics}}
-                learner.set_critic_parameters(consensus_average(agent_id, values, row))
+                learner.set_consensus_parameters(consensus_average(agent_id, values, row))
                 node.log.event("consensus", update=u, step=e, used=sorted(values),
                                missing=sorted(set(neighbours) - set(values)))
         learner.end_update()
@@ -247,6 +268,7 @@ def run_prosumer(dep: Deployment, agent_id: str, incarnation: int = 0) -> None:
         node.global_round = k
         episode, rnd = clock.episode_round(k)
         obs = _observe(prosumer, clock, k, retail, feed_in, price_ref)
+        public_now = _public_state(prosumer, clock, k, retail, feed_in, scale)
         bid = prosumer.act(k, rnd, act(obs))
         node.send("market", "bid", episode, rnd, {
             "bus": bid.bus, "bid_kwh": bid.bid_kwh, "surplus_kwh": bid.surplus_kwh,
@@ -255,7 +277,8 @@ def run_prosumer(dep: Deployment, agent_id: str, incarnation: int = 0) -> None:
         # the market clears at its bid deadline: a settlement cannot be late before then
         now = time.monotonic()
         pending = {"k": k, "episode": episode, "round": rnd, "bid": bid, "obs": obs,
-                   "t0": now, "due": now + deadline_s + d.signal_timeout_ms / 1e3}
+                   "public_state": public_now, "t0": now,
+                   "due": now + deadline_s + d.signal_timeout_ms / 1e3}
 
     try:
         while True:
@@ -297,11 +320,17 @@ def _observe(prosumer, clock, k: int, retail, feed_in, price_ref) -> np.ndarray:
     return prosumer.observation(k, float(clock.hour_frac[k]), retail[h], feed_in[h], price_ref)
 
 
+def _public_state(prosumer, clock, k: int, retail, feed_in, scale) -> np.ndarray:
+    h = int(clock.hours[k])
+    return prosumer.public_state(float(clock.hour_frac[k]), retail[h], feed_in[h], scale)
+
+
 def _checkpoint(path: Path, prosumer, learner, state: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     with open(tmp, "wb") as f:
-        pickle.dump({"soc": prosumer.soc, "signals": prosumer.signals, "state": dict(state),
+        pickle.dump({"soc": prosumer.soc, "signals": prosumer.signals,
+                     "public": prosumer.public, "state": dict(state),
                      "learner": learner.state_dict() if learner is not None else None}, f)
     os.replace(tmp, path)
 

@@ -1,7 +1,8 @@
 """What every node of one deployment needs to know: a JSON file the launcher writes.
 
 ``deploy.json`` holds the resolved scenario, the number of days, the seed, the policy
-("rule", "nop2p", "selfconsume", "consensus"/"ippo" for fresh online learners, or a
+("rule", "nop2p", "selfconsume", "voltvar", a fresh online learner of
+``ONLINE_ALGORITHMS``, or a
 training run directory), whether a trained policy keeps learning, the output directory
 and every node's endpoint. To spread nodes over hosts, edit the endpoints (each node
 binds its own, so use the host's address there) and start each node by hand with
@@ -14,6 +15,8 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from peergrid.agents.learners.config import ONLINE_ALGORITHMS
 
 
 @dataclass(frozen=True)
@@ -42,4 +45,4 @@ class Deployment:
 
     @property
     def learners(self) -> bool:
-        return self.policy in ("consensus", "ippo") or self.learn
+        return self.policy in ONLINE_ALGORITHMS or self.learn

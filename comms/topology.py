@@ -22,6 +22,29 @@ class TopologyError(ValueError):
     """A communication graph consensus cannot use."""
 
 
+def _electrically_adjacent(agent_buses: set[str], feeder_edges: Sequence[tuple[str, str]]
+                           ) -> set[frozenset[str]]:
+    """Pairs of agent buses joined by a path of the feeder through buses with no agent
+    (the feeder contracted onto the agents' buses)."""
+    grid = nx.Graph(feeder_edges)
+    pairs: set[frozenset[str]] = set()
+    for start in agent_buses & set(grid.nodes):
+        seen, frontier = {start}, [start]
+        while frontier:
+            nxt = []
+            for bus in frontier:
+                for other in grid.neighbors(bus):
+                    if other in seen:
+                        continue
+                    seen.add(other)
+                    if other in agent_buses:
+                        pairs.add(frozenset((start, other)))
+                    else:
+                        nxt.append(other)
+            frontier = nxt
+    return pairs
+
+
 def build_graph(
     kind: str,
     agents: Sequence[str],
@@ -33,8 +56,9 @@ def build_graph(
 ) -> nx.Graph:
     """Graph of ``kind`` over ``agents`` (in the given order).
 
-    ``feeder``: agents are neighbours when they share a bus or their buses are joined
-    by a line of the feeder (``feeder_edges``, bus-name pairs); ``random_geometric``
+    ``feeder``: agents are neighbours when they share a bus or their buses are joined by
+    a path of the feeder (``feeder_edges``, bus-name pairs: lines, transformers, closed
+    switches) through buses with no agent; ``random_geometric``
     places agents uniformly in the unit square (seeded) and joins those within
     ``radius``.
     """
@@ -55,10 +79,10 @@ def build_graph(
             raise TopologyError("topology = 'feeder' needs the agents' buses")
         g = nx.empty_graph(n)
         buses = [agent_bus[a] for a in agents]
-        joined = {frozenset(e) for e in feeder_edges}
+        adjacent = _electrically_adjacent(set(buses), feeder_edges)
         for i in range(n):
             for j in range(i + 1, n):
-                if buses[i] == buses[j] or frozenset((buses[i], buses[j])) in joined:
+                if buses[i] == buses[j] or frozenset((buses[i], buses[j])) in adjacent:
                     g.add_edge(i, j)
     else:
         raise TopologyError(f"topology = {kind!r}: unknown (choose from {', '.join(TOPOLOGIES)})")

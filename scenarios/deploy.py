@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from peergrid.agents.learners.config import ONLINE_ALGORITHMS
 from peergrid.comms.deployment import Deployment
 from peergrid.comms.launcher import launch
 from peergrid.scenarios.community import for_policy
@@ -42,7 +43,7 @@ def check_policy(scenario: Scenario, policy: str, learn: bool) -> None:
     from peergrid.agents.policies import REFERENCE_POLICIES
     from peergrid.scenarios.logs import read_manifest
 
-    if policy in (*REFERENCE_POLICIES, "consensus", "ippo"):
+    if policy in (*REFERENCE_POLICIES, *ONLINE_ALGORITHMS):
         if learn:
             raise ScenarioError("--learn", [f"--policy {policy}: --learn continues a "
                                             "trained run (--policy runs/NAME)"])
@@ -59,8 +60,9 @@ def check_policy(scenario: Scenario, policy: str, learn: bool) -> None:
                         f"{', ...' if len(missing) > 5 else ''}) have no trained policy here; "
                         f"it was trained for {len(trained)} agents "
                         f"({manifest['scenario_source']})")
-    if learn and algo == "maddpg":
-        problems.append("--learn continues consensus or ippo runs, not maddpg")
+    if learn and algo not in ONLINE_ALGORITHMS:
+        problems.append(f"--learn continues a decentralised learner "
+                        f"({', '.join(ONLINE_ALGORITHMS)}), not {algo}")
     if problems:
         raise ScenarioError(str(policy), problems)
 

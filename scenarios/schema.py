@@ -343,18 +343,58 @@ class DeployConfig(_Section):
     kills: list[KillConfig] = Field(default=[], description="Processes killed and restarted.")
 
 
-class AlgoConfig(_Section):
-    """Learning settings (`peergrid train`, `peergrid experiment`)."""
+ALGORITHMS = ("consensus", "consensus-critic", "ippo", "mappo", "maddpg")
+AlgoName = Literal["consensus", "consensus-critic", "ippo", "mappo", "maddpg"]
 
-    name: Literal["consensus", "ippo", "maddpg"] = Field(
-        default="consensus", description="Learning algorithm (used by `peergrid train`)."
+
+class LearnerOverrides(_Section):
+    """One algorithm's own hyper-parameters (`[algo.overrides.<name>]`); unset fields keep
+    the `[algo]` value."""
+
+    gamma: float | None = Field(default=None, gt=0, le=1, description="Discount factor.")
+    lr_actor: float | None = Field(default=None, gt=0, description="Actor step size.")
+    lr_critic: float | None = Field(default=None, gt=0, description="Critic step size.")
+    hidden_sizes: list[int] | None = Field(default=None, description="Hidden layer widths.")
+    rollout_days: int | None = Field(default=None, ge=1, description="PPO: episodes per update.")
+    epochs: int | None = Field(default=None, ge=1, description="PPO: passes over a rollout.")
+    minibatch: int | None = Field(default=None, ge=1, description="PPO: minibatch size.")
+    clip: float | None = Field(default=None, gt=0, description="PPO: ratio clip.")
+    gae_lambda: float | None = Field(default=None, ge=0, le=1, description="PPO: GAE lambda.")
+    entropy_coef: float | None = Field(default=None, ge=0, description="PPO: entropy bonus.")
+    init_log_std: float | None = Field(default=None, description="PPO: initial log std.")
+    consensus_period: int | None = Field(default=None, ge=1,
+                                         description="Epochs between consensus steps.")
+    batch_size: int | None = Field(default=None, ge=1, description="MADDPG: minibatch size.")
+    buffer_size: int | None = Field(default=None, ge=1, description="MADDPG: replay capacity.")
+    tau: float | None = Field(default=None, gt=0, le=1, description="MADDPG: Polyak rate.")
+    update_every: int | None = Field(default=None, ge=1,
+                                     description="MADDPG: rounds between updates.")
+    noise_start: float | None = Field(default=None, ge=0, description="MADDPG: initial noise.")
+    noise_end: float | None = Field(default=None, ge=0, description="MADDPG: final noise.")
+
+
+class AlgoConfig(_Section):
+    """Learning settings (`peergrid train`, `peergrid experiment`).
+
+    Three disjoint windows: training days are drawn from ``train_start`` +
+    ``train_days``; tuning and model selection look only at the validation window
+    (``validation_start`` + ``validation_days``); the ``[scenario]`` window is the test
+    window every report is measured on, and no choice looks at it."""
+
+    name: AlgoName = Field(
+        default="consensus",
+        description="Learning algorithm (used by `peergrid train`): consensus (the paper's "
+        "networked actor-critic), consensus-critic (critic averaging only), ippo, mappo "
+        "(centralised critic, team reward), maddpg.",
     )
     train_start: dt.date = Field(
-        default=dt.date(2016, 5, 9),
-        description="First day of the training window; the [scenario] window is held out "
-        "for evaluation.",
-    )
-    train_days: int = Field(default=28, ge=1, le=366, description="Days in the training window.")
+        default=dt.date(2016, 5, 9), description="First day of the training window.")
+    train_days: int = Field(default=21, ge=1, le=366, description="Days in the training window.")
+    validation_start: dt.date = Field(
+        default=dt.date(2016, 5, 30),
+        description="First day of the validation window (tuning, model selection).")
+    validation_days: int = Field(default=7, ge=1, le=366,
+                                 description="Days in the validation window.")
     episodes: int = Field(default=1000, ge=1, description="Training episodes (one day each).")
     episode_start: Literal["carry", "sample"] = Field(
         default="carry",
@@ -362,7 +402,10 @@ class AlgoConfig(_Section):
         "training day ended (batteries are never refilled for free); sample = uniform in "
         "[soc_min, soc_max], from the env's seeded generator.",
     )
-    eval_every: int = Field(default=100, ge=1, description="Episodes between evaluations.")
+    eval_every: int = Field(
+        default=100, ge=1,
+        description="Episodes between evaluations on the validation window; the checkpoint "
+        "with the best validation team reward is the run's policy.")
     gamma: float = Field(default=0.99, gt=0, le=1, description="Discount factor.")
     lr_actor: float = Field(default=1e-3, gt=0, description="Actor step size.")
     lr_critic: float = Field(default=3e-3, gt=0, description="Critic step size (faster timescale).")
@@ -383,7 +426,7 @@ class AlgoConfig(_Section):
     init_log_std: float = Field(default=-0.7, description="PPO: initial log std of actions.")
     consensus_period: int = Field(
         default=1, ge=1,
-        description="Consensus: critic epochs between consensus (averaging) steps.",
+        description="Consensus: epochs between consensus (averaging) steps.",
     )
     batch_size: int = Field(default=128, ge=1, description="MADDPG: replay minibatch size.")
     buffer_size: int = Field(default=50_000, ge=1, description="MADDPG: replay capacity (rounds).")
@@ -391,6 +434,27 @@ class AlgoConfig(_Section):
     update_every: int = Field(default=4, ge=1, description="MADDPG: rounds between updates.")
     noise_start: float = Field(default=0.3, ge=0, description="MADDPG: initial exploration std.")
     noise_end: float = Field(default=0.05, ge=0, description="MADDPG: final exploration std.")
+    overrides: dict[AlgoName, LearnerOverrides] = Field(
+        default={}, description="Per-algorithm hyper-parameters, `[algo.overrides.<name>]` "
+        "(e.g. MADDPG's own step sizes; written by `peergrid experiment tune`).")
+
+    def for_algorithm(self, name: str) -> AlgoConfig:
+        """These settings with ``name``'s overrides applied."""
+        over = self.overrides.get(name)
+        if over is None:
+            return self
+        return self.model_copy(update={k: v for k, v in over.model_dump().items()
+                                       if v is not None})
+
+    @model_validator(mode="after")
+    def _windows_apart(self) -> AlgoConfig:
+        train_end = self.train_start + dt.timedelta(days=self.train_days)
+        val_end = self.validation_start + dt.timedelta(days=self.validation_days)
+        if self.validation_start < train_end and self.train_start < val_end:
+            raise ValueError(f"validation window {self.validation_start} + "
+                             f"{self.validation_days} days overlaps the training window "
+                             f"{self.train_start} + {self.train_days} days")
+        return self
 
 
 class Scenario(_Section):

@@ -1,17 +1,21 @@
 """Training and evaluation of the learners in the in-process runtime.
 
-A run trains on the scenario's training window (``algo.train_start``, ``train_days``),
-one day per episode drawn from the seed, each starting from the state of charge the
-previous one ended with (``algo.episode_start``), the day's end a truncation that
-learners bootstrap from; it evaluates the greedy policy on the held-out ``[scenario]``
-window as one continuous stretch (batteries start at ``soc_init`` once and carry their
-charge over every midnight).
+Three disjoint windows (``[algo]``): a run trains on the training window, one day per
+episode drawn from the seed, each starting from the state of charge the previous one
+ended with (``algo.episode_start``), the day's end a truncation that learners bootstrap
+from; every ``eval_every`` episodes it evaluates the greedy policy on the validation
+window and keeps the best as the run's policy (model selection sees nothing else); when
+training ends it evaluates that policy once on the test window, the ``[scenario]``
+window. Evaluations run a window as one continuous stretch (batteries start at
+``soc_init`` once and carry their charge over every midnight).
 
 Run directory ``runs/NAME/``::
 
     manifest.json     scenario, algorithm, seed, versions, command
     metrics.csv       one row per training episode
-    eval.csv          one row per evaluation (greedy, every eval day)
+    eval.csv          one row per evaluation on the validation window
+    best.pt           the selected policy (best validation team reward)
+    test.csv          that policy on the test window (the number a report uses)
     tb/               the same scalars for TensorBoard
     checkpoint.pt     learners, optimisers, replay buffer, random states, episode:
                       `--resume` continues exactly where the run stopped
@@ -20,6 +24,7 @@ Run directory ``runs/NAME/``::
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -29,27 +34,35 @@ import numpy as np
 import pandas as pd
 import torch
 
-from peergrid.agents.learners.config import LearnerConfig
-from peergrid.agents.learners.consensus import cooperative_update, critic_disagreement
+from peergrid.agents.learners.config import ONLINE_ALGORITHMS, LearnerConfig  # noqa: F401
+from peergrid.agents.learners.consensus import (cooperative_update, critic_disagreement,
+                                                estimator_disagreement)
 from peergrid.agents.learners.maddpg import MADDPG
 from peergrid.agents.learners.ppo import PPOGroup, SeparateLearners
 from peergrid.agents.records import RoundRecord
 from peergrid.agents.spaces import ACTION_DIM, OBS_DIM
 from peergrid.comms.topology import build_graph, metropolis_weights
 from peergrid.grid.feeders import build_feeder
+from peergrid.grid.powerflow import topology_of
 from peergrid.scenarios.report import grid_violations
 from peergrid.scenarios.community import prosumer_spec
 from peergrid.scenarios.env import PeerGridEnv
+from peergrid.scenarios.errors import ScenarioError
 from peergrid.scenarios.logs import RunWriter, read_manifest, write_manifest
-from peergrid.scenarios.schema import Scenario
+from peergrid.scenarios.schema import ALGORITHMS, Scenario
 from peergrid.scenarios.seeding import stream
 
-ALGORITHMS = ("consensus", "ippo", "maddpg")
+PPO_MODES = {"consensus": "networked", "consensus-critic": "own", "ippo": "own",
+             "mappo": "central"}
+"""The critic each PPO-based algorithm uses (agents.learners.ppo)."""
+CONSENSUS = ("consensus", "consensus-critic")
+"""The algorithms whose agents average parameters with their graph neighbours."""
 Actions = dict[str, np.ndarray]
 
 
-def learner_config(s: Scenario) -> LearnerConfig:
-    a = s.algo
+def learner_config(s: Scenario, algo: str) -> LearnerConfig:
+    """The hyper-parameters of ``algo``: ``[algo]`` with its ``[algo.overrides.<algo>]``."""
+    a = s.algo.for_algorithm(algo)
     return LearnerConfig(
         hidden_sizes=list(a.hidden_sizes), gamma=a.gamma, lr_actor=a.lr_actor,
         lr_critic=a.lr_critic, gae_lambda=a.gae_lambda, clip=a.clip, epochs=a.epochs,
@@ -61,27 +74,45 @@ def learner_config(s: Scenario) -> LearnerConfig:
     )
 
 
+def learner_dims(s: Scenario) -> dict[str, int]:
+    """Input sizes of the critics and estimators (agents.public): the public state, the
+    estimator's input (state and outcome), MAPPO's global state."""
+    from peergrid.agents.public import public_state_dim
+    from peergrid.scenarios.community import feeder_nodes
+
+    public = public_state_dim(len(feeder_nodes(s)))
+    return {"public_dim": public, "estimator_dim": 2 * public - 4,
+            "global_dim": len(s.agents) * OBS_DIM + public}
+
+
+def shared_seed(seed: int) -> int:
+    """The one initialisation of the networked learners' critics and estimators."""
+    return int(stream(seed, "consensus-init").integers(2**31))
+
+
 def training_window(s: Scenario) -> Scenario:
     meta = s.scenario.model_copy(update={"start": s.algo.train_start, "days": s.algo.train_days})
     return s.model_copy(update={"scenario": meta})
 
 
-def reward_scales(s: Scenario) -> dict[str, float]:
+def reward_scales(s: Scenario, algo: str = "ippo") -> dict[str, float]:
     """Reward unit per agent: its size x the highest retail price x the round length
-    (from the scenario alone: no profiles need loading)."""
+    (from the scenario alone: no profiles need loading). Algorithms that learn the team's
+    reward (consensus, mappo) use one unit for all, the mean of those, so that the team
+    reward they estimate is the community's and not a weighted one."""
     price_ref = max(s.tariff.hourly()[0])
     dt_h = s.scenario.step_min / 60.0
-    return {a.id: prosumer_spec(a).p_ref_kw * price_ref * dt_h for a in s.agents}
+    own = {a.id: prosumer_spec(a).p_ref_kw * price_ref * dt_h for a in s.agents}
+    if PPO_MODES.get(algo) in ("networked", "central"):
+        common = float(np.mean(list(own.values())))
+        return {a: common for a in own}
+    return own
 
 
 def communication_graph(s: Scenario, agent_ids: list[str]):
-    edges: list[tuple[str, str]] = []
+    edges: tuple[tuple[str, str], ...] = ()
     if s.comms.topology == "feeder":  # only this topology needs the network itself
-        net = build_feeder(s.feeder.name)
-        names = net.bus.name.astype(str)
-        edges = [(names.at[r.from_bus], names.at[r.to_bus]) for r in net.line.itertuples()]
-        edges += [(names.at[r.bus], names.at[r.element]) for r in net.switch.itertuples()
-                  if r.et == "b" and r.closed]
+        edges = topology_of(build_feeder(s.feeder.name)).edges
     return build_graph(
         s.comms.topology, agent_ids, seed=int(stream(s.scenario.seed, "comms").integers(2**31)),
         agent_bus={a.id: a.bus for a in s.agents}, feeder_edges=edges,
@@ -95,10 +126,10 @@ class Team:
     def __init__(self, algo: str, scenario: Scenario, seed: int, stacked: bool = True) -> None:
         if algo not in ALGORITHMS:
             raise ValueError(f"algo = {algo!r}: unknown (choose from {', '.join(ALGORITHMS)})")
-        self.algo, self.cfg = algo, learner_config(scenario)
+        self.algo, self.cfg = algo, learner_config(scenario, algo)
         self.ids = [a.id for a in scenario.agents]
-        self.rollout_days = scenario.algo.rollout_days
-        scales = reward_scales(scenario)
+        self.rollout_days = scenario.algo.for_algorithm(algo).rollout_days
+        scales = reward_scales(scenario, algo)
         seeds = [int(stream(seed, "learner", i).integers(2**31)) for i in range(len(self.ids))]
         self.weights: np.ndarray | None = None
         if algo == "maddpg":
@@ -107,8 +138,9 @@ class Team:
         else:
             kind = PPOGroup if stacked else SeparateLearners
             self.group = kind(self.ids, OBS_DIM, ACTION_DIM, self.cfg, seeds,
-                              [scales[a] for a in self.ids])
-            if algo == "consensus":
+                              [scales[a] for a in self.ids], mode=PPO_MODES[algo],
+                              shared_seed=shared_seed(seed), **learner_dims(scenario))
+            if algo in CONSENSUS:
                 graph = communication_graph(scenario, self.ids)
                 self.weights = metropolis_weights(graph, self.ids)
         self.episodes_in_rollout = 0
@@ -139,13 +171,21 @@ class Team:
         others = {a: np.zeros_like(obs) for a in self.ids}
         return self.act({**others, agent: obs}, greedy=True)[agent]
 
-    def observe(self, obs, actions, rewards, next_obs, terminated: bool,
-                truncated: bool) -> None:
+    def observe(self, obs, actions, rewards, next_obs, terminated: bool, truncated: bool,
+                public: Mapping[str, np.ndarray] | None = None) -> None:
+        """One round's transition of every agent; ``public``: the env's
+        ``infos[agent]["public"]`` (the networked learners' and MAPPO's critic inputs)."""
         if self.algo == "maddpg":
             self.maddpg.observe(obs, actions, rewards, next_obs, terminated, truncated)
             return
-        self.group.observe(np.array([rewards[a] for a in self.ids]),
-                           np.stack([next_obs[a] for a in self.ids]), terminated, truncated)
+        own = np.stack([obs[a] for a in self.ids])
+        nxt = np.stack([next_obs[a] for a in self.ids])
+        global_state = None
+        if self.algo == "mappo":  # every observation and the public state: training only
+            global_state = {"state": np.concatenate([own.ravel(), public["state"]]),
+                            "next_state": np.concatenate([nxt.ravel(), public["next_state"]])}
+        self.group.observe(np.array([rewards[a] for a in self.ids]), nxt, terminated,
+                           truncated, public, global_state)
 
     def end_episode(self) -> dict[str, float]:
         """Called after each training day; runs the on-policy update when it is due."""
@@ -157,7 +197,10 @@ class Team:
         self.episodes_in_rollout = 0
         stats = cooperative_update(self.group, self.cfg.epochs, self.weights,
                                    self.cfg.consensus_period)
-        stats["critic_disagreement"] = critic_disagreement(self.group, self.ids)
+        if self.algo != "mappo":
+            stats["critic_disagreement"] = critic_disagreement(self.group, self.ids)
+        if self.algo == "consensus":
+            stats["estimator_disagreement"] = estimator_disagreement(self.group, self.ids)
         return stats
 
     def state_dict(self) -> dict[str, Any]:
@@ -190,7 +233,7 @@ def run_day(env: PeerGridEnv, day: int, choose: Callable[[dict], Actions],
         next_obs, rewards, term, trunc, infos = env.step(actions)
         if team is not None:
             team.observe(obs, actions, rewards, next_obs, all(term.values()),
-                         all(trunc.values()))
+                         all(trunc.values()), infos[env.possible_agents[0]]["public"])
         day_records = [infos[a]["record"] for a in env.possible_agents]
         records += day_records
         grid_rows.append(env.last_grid)
@@ -200,28 +243,35 @@ def run_day(env: PeerGridEnv, day: int, choose: Callable[[dict], Actions],
     return records, grid_rows
 
 
-def window_metrics(records: list[RoundRecord], grid_rows: list[dict], s: Scenario
-                   ) -> dict[str, float]:
+def window_metrics(records: list[RoundRecord], grid_rows: list[dict], s: Scenario,
+                   detail: bool = False) -> dict[str, float]:
     """Totals over the evaluated rounds (team reward: mean over agents of summed reward;
-    violations counted from the grid's node voltages, see ``grid_violations``)."""
+    violations counted from the grid's node voltages, see ``grid_violations``); with
+    ``detail``, per bus (violating rounds) and per agent (penalties charged) too."""
     df = pd.DataFrame([r.as_dict() for r in records])
     grid = pd.DataFrame(grid_rows)
     n_agents = df.agent.nunique()
+    per_agent = df.groupby("agent")
+    details = {}
+    if detail:
+        penalty = per_agent.voltage_penalty.sum() + per_agent.line_penalty.sum()
+        details = {f"penalty.{a}": float(v) for a, v in penalty.items()}
     return {
         "team_reward": float(df.reward.sum() / n_agents),
         "community_cost": float(df.payment.sum()),
         "voltage_penalty": float(df.voltage_penalty.sum()),
         "line_penalty": float(df.line_penalty.sum()),
-        **grid_violations(grid, s.feeder.vm_min_pu, s.feeder.vm_max_pu),
+        **grid_violations(grid, s.feeder.vm_min_pu, s.feeder.vm_max_pu, per_bus=detail),
         "p2p_kwh": float(df.p2p_sold_kwh.sum()),
         "curtailed_kwh": float(df.curtailed_kw.sum() * s.scenario.step_min / 60.0),
-        **{f"reward.{a}": float(g.reward.sum()) for a, g in df.groupby("agent")},
+        **{f"reward.{a}": float(v) for a, v in per_agent.reward.sum().items()},
+        **details,
     }
 
 
 def evaluate_choice(scenario: Scenario, choose: Callable[[dict], Actions],
-                    env: PeerGridEnv | None = None, writer: RunWriter | None = None
-                    ) -> dict[str, float]:
+                    env: PeerGridEnv | None = None, writer: RunWriter | None = None,
+                    detail: bool = False) -> dict[str, float]:
     """Run the scenario window with ``choose`` as one continuous stretch (batteries at
     their initial charge once, then carried over midnight); metrics over the window."""
     env = env or PeerGridEnv(scenario)
@@ -231,12 +281,15 @@ def evaluate_choice(scenario: Scenario, choose: Callable[[dict], Actions],
                        soc="initial" if day == 0 else "carry")
         records += r
         grid_rows += g
-    return window_metrics(records, grid_rows, scenario)
+    return window_metrics(records, grid_rows, scenario, detail)
 
 
 # ---- training ----------------------------------------------------------------------
 
 class _Csv:
+    """Rows of a run's CSV file; ``write`` rewrites it (at every checkpoint, so that the
+    file always matches what ``--resume`` continues from)."""
+
     def __init__(self, path: Path, keep_until_episode: int | None) -> None:
         self.path = path
         rows: list[dict] = []
@@ -245,8 +298,12 @@ class _Csv:
                 rows = [r for r in csv.DictReader(f) if int(r["episode"]) <= keep_until_episode]
         self.rows = rows
 
-    def append(self, row: dict[str, Any]) -> None:
+    def append(self, row: dict[str, Any], write: bool = True) -> None:
         self.rows.append(row)
+        if write:
+            self.write()
+
+    def write(self) -> None:
         fields = list(dict.fromkeys(k for r in self.rows for k in r))
         with open(self.path, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=fields)
@@ -254,10 +311,32 @@ class _Csv:
             w.writerows(self.rows)
 
 
+def validation_window(s: Scenario) -> Scenario:
+    meta = s.scenario.model_copy(update={"start": s.algo.validation_start,
+                                         "days": s.algo.validation_days})
+    return s.model_copy(update={"scenario": meta})
+
+
+def window_problems(s: Scenario) -> list[str]:
+    """Training and validation must stay off the test window, or the report leaks."""
+    test_end = s.scenario.start + dt.timedelta(days=s.scenario.days)
+    return [f"algo.{name} window {start} + {days} days overlaps the test window "
+            f"[scenario] {s.scenario.start} + {s.scenario.days} days"
+            for name, start, days in (("train", s.algo.train_start, s.algo.train_days),
+                                      ("validation", s.algo.validation_start,
+                                       s.algo.validation_days))
+            if start < test_end and s.scenario.start < start + dt.timedelta(days=days)]
+
+
 def train(scenario: Scenario, source: str, algo: str, seed: int, out: str | Path,
           episodes: int | None = None, resume: bool = False, progress: bool = True,
           tensorboard: bool = True) -> Path:
-    """Train ``algo`` with ``seed``; evaluate every ``eval_every`` episodes; checkpoint."""
+    """Train ``algo`` with ``seed``; every ``eval_every`` episodes evaluate the greedy
+    policy on the validation window, keep the best as the run's policy (``best.pt``) and
+    checkpoint; at the end evaluate that policy once on the test window (``test.csv``)."""
+    problems = window_problems(scenario)
+    if problems:
+        raise ScenarioError("algo", problems)
     torch.set_num_threads(1)
     out = Path(out)
     ckpt_path = out / "checkpoint.pt"
@@ -267,16 +346,17 @@ def train(scenario: Scenario, source: str, algo: str, seed: int, out: str | Path
     out.mkdir(parents=True, exist_ok=True)
 
     train_env = PeerGridEnv(training_window(scenario))
-    eval_env = PeerGridEnv(scenario)
+    validation = validation_window(scenario)
+    val_env = PeerGridEnv(validation)
     team = Team(algo, scenario, seed)
     day_rng = stream(seed, "train-days")
-    start_episode = 0
+    start_episode, best = 0, {"team_reward": -np.inf, "episode": 0}
     if resume:
         state = torch.load(ckpt_path, weights_only=False)
         team.load_state_dict(state["team"])
         day_rng.bit_generator.state = state["day_rng"]
         train_env.load_state_dict(state["env"])
-        start_episode = state["episode"]
+        start_episode, best = state["episode"], state["best"]
     else:
         write_manifest(out, source, scenario, runtime="in-process", algo=algo, train_seed=seed,
                        episodes=episodes)
@@ -305,23 +385,32 @@ def train(scenario: Scenario, source: str, algo: str, seed: int, out: str | Path
         stats = team.end_episode()
         row = {"episode": episode + 1, "day": day,
                **window_metrics(records, grid_rows, scenario), **stats}
-        metrics.append(row)
+        metrics.append(row, write=False)  # written with every checkpoint
         if tb is not None:
             for k in ("team_reward", "community_cost", "voltage_violations", "p2p_kwh"):
                 tb.add_scalar(f"train/{k}", row[k], episode + 1)
         if (episode + 1) % scenario.algo.eval_every == 0 or episode + 1 == episodes:
             ev = {"episode": episode + 1,
-                  **evaluate_choice(scenario, lambda o: team.act(o, greedy=True), eval_env)}
+                  **evaluate_choice(validation, lambda o: team.act(o, greedy=True), val_env)}
             evals.append(ev)
             if tb is not None:
                 for k in ("team_reward", "community_cost", "voltage_violations", "p2p_kwh",
                           "vm_max_pu", "vm_min_pu"):
-                    tb.add_scalar(f"eval/{k}", ev[k], episode + 1)
+                    tb.add_scalar(f"validation/{k}", ev[k], episode + 1)
+            if ev["team_reward"] > best["team_reward"]:  # model selection: validation only
+                best = {"team_reward": ev["team_reward"], "episode": episode + 1}
+                torch.save({"team": team.state_dict(), "algo": algo, "seed": seed,
+                            "episode": episode + 1}, out / "best.pt")
             torch.save({"team": team.state_dict(), "day_rng": day_rng.bit_generator.state,
-                        "env": train_env.state_dict(), "episode": episode + 1, "algo": algo,
-                        "seed": seed}, ckpt_path)
+                        "env": train_env.state_dict(), "episode": episode + 1, "best": best,
+                        "algo": algo, "seed": seed}, ckpt_path)
+            metrics.write()
     if tb is not None:
         tb.close()
+    if start_episode < episodes:  # the selected policy, once, on the test window
+        selected, _, _ = load_team(out)
+        test = evaluate_choice(scenario, lambda o: selected.act(o, greedy=True), detail=True)
+        _Csv(out / "test.csv", None).append({"episode": best["episode"], **test})
     (out / "timing.txt").write_text(
         f"wall_s {time.perf_counter() - started:.2f}\nepisodes {episodes - start_episode}\n")
     return out
@@ -333,7 +422,10 @@ def load_team(run_dir: str | Path) -> tuple[Team, Scenario, dict[str, Any]]:
 
     manifest = read_manifest(run_dir)
     scenario = scenario_from_dump(manifest["scenario"])
-    state = torch.load(Path(run_dir) / "checkpoint.pt", weights_only=False)
+    # the run's policy is the one model selection kept (best on the validation window)
+    path = Path(run_dir) / "best.pt"
+    state = torch.load(path if path.is_file() else Path(run_dir) / "checkpoint.pt",
+                       weights_only=False)
     team = Team(state["algo"], scenario, state["seed"])
     team.load_state_dict(state["team"])
     return team, scenario, manifest

@@ -30,3 +30,12 @@ def _ieee13_scenario():
 def ieee13_scenario(_ieee13_scenario):
     """The default scenario (session-loaded, deep-copied per test)."""
     return copy.deepcopy(_ieee13_scenario)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Learners run single-threaded, as every training and node process does: on this
+    2-core machine two intra-op threads made tiny networks 10-20 x slower."""
+    import torch
+
+    torch.set_num_threads(1)

@@ -132,15 +132,16 @@ def test_garbage_sent_to_every_live_node_is_dropped_and_changes_nothing(one_day,
     pd.testing.assert_frame_equal(read_records(out)[expected.columns], expected)
 
 
-def test_online_consensus_learning_deployed_equals_in_process(one_day, tmp_path):
+@pytest.mark.parametrize(("learner", "port"), [("consensus", 27400),
+                                               ("consensus-critic", 27500)])
+def test_online_learning_deployed_equals_in_process(one_day, tmp_path, learner, port):
     torch.set_num_threads(1)  # bitwise equality needs the same thread count as the nodes
     algo = one_day.algo.model_copy(update={"rollout_days": 1, "epochs": 3})
-    s = with_faults(one_day.model_copy(update={"algo": algo}), base_port=27400)
-    out, exits = deploy(s, "ieee13.toml", "consensus", tmp_path / "dep", seed=5)
+    s = with_faults(one_day.model_copy(update={"algo": algo}), base_port=port)
+    out, exits = deploy(s, "ieee13.toml", learner, tmp_path / "dep", seed=5)
     assert set(exits.values()) == {0}
 
-    env = PeerGridEnv(s)
-    team = Team("consensus", s, 5, stacked=False)
+    team = Team(learner, s, 5, stacked=False)
     expected = in_process(s, lambda _: (lambda o: team.act(o)), team)
     team.end_episode()
     pd.testing.assert_frame_equal(read_records(out)[expected.columns], expected)
@@ -150,7 +151,8 @@ def test_online_consensus_learning_deployed_equals_in_process(one_day, tmp_path)
         with open(out / "checkpoints" / f"{aid}.pkl", "rb") as f:
             deployed = pickle.load(f)["learner"]
         local = team.group.groups[i].state_dict()
-        for part in ("actor", "critic"):
+        parts = ("actor", "critic") + (("estimator",) if learner == "consensus" else ())
+        for part in parts:  # the networked learner's team-reward estimator too
             for name, tensor in local[part].items():
                 assert torch.equal(tensor, deployed[part][name]), (aid, part, name)
 

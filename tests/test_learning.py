@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from peergrid.agents.learners.config import LearnerConfig
-from peergrid.agents.learners.consensus import consensus_step, critic_disagreement
+from peergrid.agents.learners.consensus import (consensus_step, cooperative_update,
+                                                critic_disagreement, estimator_disagreement)
 from peergrid.agents.learners.maddpg import MADDPG
 from peergrid.agents.learners.ppo import PPOGroup, PPOLearner, gae
 from peergrid.agents.spaces import ACTION_DIM, OBS_DIM
@@ -229,7 +230,7 @@ def quick(ieee13_scenario):
     return s.model_copy(update={"algo": algo, "scenario": meta})
 
 
-@pytest.mark.parametrize("algo", ["consensus", "ippo", "maddpg"])
+@pytest.mark.parametrize("algo", ["consensus", "consensus-critic", "mappo", "maddpg"])
 def test_training_resumes_exactly(quick, algo, tmp_path):
     from peergrid.scenarios.train import load_team, train
 
@@ -242,8 +243,9 @@ def test_training_resumes_exactly(quick, algo, tmp_path):
     a = pd.read_csv(tmp_path / "straight" / "metrics.csv")
     b = pd.read_csv(tmp_path / "split" / "metrics.csv")
     pd.testing.assert_frame_equal(a, b)
-    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "straight" / "eval.csv"),
-                                  pd.read_csv(tmp_path / "split" / "eval.csv"))
+    for name in ("eval.csv", "test.csv"):
+        pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "straight" / name),
+                                      pd.read_csv(tmp_path / "split" / name))
     ta, _, _ = load_team(tmp_path / "straight")
     tb, _, _ = load_team(tmp_path / "split")
     obs = {a: np.full(OBS_DIM, 0.3, np.float32) for a in ta.ids}
@@ -252,17 +254,82 @@ def test_training_resumes_exactly(quick, algo, tmp_path):
         assert np.array_equal(x, y)
 
 
-def test_consensus_training_ends_each_update_with_one_critic_ippo_does_not(quick, tmp_path):
+def test_consensus_training_ends_each_update_in_agreement_ippo_does_not(quick, tmp_path):
     from peergrid.scenarios.train import train
 
     # on a complete graph Metropolis weights are 1/n: one consensus step is the exact mean
     complete = quick.model_copy(update={"comms": quick.comms.model_copy(
         update={"topology": "complete"})})
-    for algo in ("consensus", "ippo"):
+    metrics = {}
+    for algo in ("consensus", "consensus-critic", "ippo"):
         train(complete, "q.toml", algo, 1, tmp_path / algo, episodes=4, progress=False,
               tensorboard=False)
-    gap = {algo: pd.read_csv(tmp_path / algo / "metrics.csv").critic_disagreement.dropna()
-           for algo in ("consensus", "ippo")}
-    assert len(gap["consensus"]) == 2  # two updates of two episodes each
-    assert gap["consensus"].max() < 1e-5
-    assert gap["ippo"].min() > 0.1
+        metrics[algo] = pd.read_csv(tmp_path / algo / "metrics.csv")
+    for algo in ("consensus", "consensus-critic"):
+        gap = metrics[algo].critic_disagreement.dropna()
+        assert len(gap) == 2 and gap.max() < 1e-5  # two updates of two episodes each
+    assert metrics["consensus"].estimator_disagreement.dropna().max() < 1e-5
+    assert metrics["ippo"].critic_disagreement.dropna().min() > 0.1
+
+
+def test_the_model_the_run_keeps_is_chosen_on_the_validation_window_only(quick, tmp_path):
+    from peergrid.scenarios.train import train, window_problems
+
+    out = train(quick, "q.toml", "ippo", 2, tmp_path / "r", episodes=6, progress=False,
+                tensorboard=False)
+    evals, test = pd.read_csv(out / "eval.csv"), pd.read_csv(out / "test.csv")
+    assert len(evals) == 3 and len(test) == 1  # validation every 2 episodes, test once
+    assert test.episode.iloc[0] == evals.episode[evals.team_reward.idxmax()]
+    leaky = quick.model_copy(update={"algo": quick.algo.model_copy(
+        update={"validation_start": quick.scenario.start})})
+    assert "overlaps the test window" in window_problems(leaky)[0]
+
+
+# ---- the networked actor-critic on a cooperative problem ------------------------------
+
+N_TOY = 4
+
+
+def _cooperative_game(mode: str, consensus: bool, seed: int = 0, iters: int = 30):
+    """A repeated one-shot game where each agent's action helps itself a little and costs
+    its ring neighbour more: r_i = 0.2 a_i - a_(i-1). Own-optimal: a = +1; team-optimal
+    (the mean reward is -0.8/N * sum of a): a = -1. The public outcome is every action
+    (the joint action's footprint, as the bus voltages are on a feeder)."""
+    ids = [f"a{i}" for i in range(N_TOY)]
+    cfg = LearnerConfig(hidden_sizes=[16], lr_actor=3e-3, lr_critic=1e-2, epochs=8,
+                        minibatch=32, gamma=0.0)
+    group = PPOGroup(ids, OBS_DIM, ACTION_DIM, cfg, [seed * 10 + i for i in range(N_TOY)],
+                     mode=mode, public_dim=2, estimator_dim=2 + N_TOY, shared_seed=seed)
+    weights = metropolis_weights(build_graph("ring", ids), ids) if consensus else None
+    obs, x = np.zeros((N_TOY, OBS_DIM), np.float32), np.zeros(2, np.float32)
+    for _ in range(iters):
+        for _ in range(64):
+            a = group.act(obs)[:, 0].astype(float)
+            rewards = 0.2 * a - np.roll(a, 1)
+            group.observe(rewards, obs, terminated=True, public={
+                "state": x, "next_state": x,
+                "estimator_input": np.concatenate([x, a]).astype(np.float32)})
+        cooperative_update(group, cfg.epochs, weights)
+    return group, group.act(obs, greedy=True)[:, 0]
+
+
+def test_the_networked_learner_follows_the_team_and_independent_learners_do_not():
+    torch.set_num_threads(1)
+    networked, team_choice = _cooperative_game("networked", consensus=True)
+    assert np.all(team_choice < -0.9)  # the team optimum, from own rewards and consensus
+    assert critic_disagreement(networked, networked.ids) < 0.01
+    assert estimator_disagreement(networked, networked.ids) < 0.01
+    # the same learner without consensus estimates its own reward: selfish
+    assert np.all(_cooperative_game("networked", consensus=False)[1] > 0.9)
+    assert np.all(_cooperative_game("own", consensus=False)[1] > 0.9)  # independent PPO
+    assert np.all(_cooperative_game("own", consensus=True)[1] > 0.9)  # critic averaging only
+
+
+def test_networked_critics_and_estimators_start_in_agreement():
+    group = PPOGroup(["a", "b", "c"], OBS_DIM, ACTION_DIM, LearnerConfig(hidden_sizes=[8]),
+                     [1, 2, 3], mode="networked", public_dim=5, estimator_dim=9,
+                     shared_seed=11)
+    for other in ("b", "c"):
+        assert np.array_equal(group.critic_parameters("a"), group.critic_parameters(other))
+        assert np.array_equal(group.estimator_parameters("a"), group.estimator_parameters(other))
+    assert not np.array_equal(group.actor.agent_vector(0), group.actor.agent_vector(1))

@@ -28,3 +28,7 @@ class LearnerConfig:
     noise_start: float = 0.3
     noise_end: float = 0.05
     noise_decay_steps: int = 20_000
+
+
+ONLINE_ALGORITHMS = ("consensus", "consensus-critic", "ippo")
+"""The decentralised learners a deployment can run online (one learner per process)."""

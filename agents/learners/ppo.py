@@ -1,29 +1,36 @@
-"""PPO learners with a local actor and a local critic per agent, no transport.
+"""PPO learners with a local actor per agent and one of three kinds of critic.
 
-Used as is for independent PPO (the paper's naive decentralised baseline) and, with a
-consensus step on the critics between update epochs, for the paper's consensus
-actor-critic (``agents.learners.consensus``). Each agent solves its own MDP: its own
-observation, action and reward (divided by ``reward_scale`` so that agents of
-different sizes learn at the same pace).
+Every agent's actor reads its own observation (``agents.spaces``) and is trained by
+PPO-clip on advantages; what differs is where the advantage comes from (``mode``):
 
-The critic's input is the agent's own observation in the fixed layout of
-``agents.spaces`` (powers in per unit of the agent's own size, then the public
-signals), identical across agents, so that averaging critic parameters between
-neighbours averages functions of the same input.
+* ``"own"``: each agent's critic reads its own observation and is fitted to its own
+  reward; the advantage is its own. Independent PPO, and with a consensus step on the
+  critics the ``consensus-critic`` ablation (``agents.learners.consensus``).
+* ``"networked"``: the paper's networked actor-critic (Zhang et al. 2018, Algorithm 2):
+  each agent keeps a critic V(x; v_i) of the public state x and a team-reward estimator
+  r̄(x, y; λ_i) of the public state and the round's public outcome y
+  (``agents.public``), both fitted locally to the agent's **own** reward and averaged
+  with its neighbours' by consensus; the actor's advantage is built from the
+  **estimated team reward** and the averaged critic:
+  δ_t = r̄(x_t, y_t) + γ V(x_t+1) − V(x_t), summed by GAE. Critic and estimator start from
+  one shared initialisation (a design-time agreement, like their architecture), so that
+  averaging parameters of networks averages functions.
+* ``"central"``: MAPPO, the centralised-training reference: one critic on the global
+  state (every agent's observation and the public state), fitted to the team reward
+  (the mean of all agents' rewards); every actor's advantage is the team's.
 
-``PPOGroup`` holds n agents that act in lockstep (all agents of a community in
-process, or one agent in its own process) with their networks stacked
+The team modes divide rewards by one common scale (so the team reward they estimate is
+the community's, in one unit); ``"own"`` divides each agent's by its own size.
+
+``PPOGroup`` holds n agents that act in lockstep with their networks stacked
 (``agents.learners.stacked``); every agent has its own parameters, optimiser state and
 random generator, so its learning does not depend on who else is in the group.
-``PPOLearner`` is the one-agent interface: ``act`` → ``observe`` per round;
-``begin_update`` (GAE advantages with the current critic), ``update_epoch`` × epochs
-(PPO-clip actor step and critic step over shuffled minibatches), ``end_update``;
-``critic_parameters`` / ``set_critic_parameters`` are what consensus exchanges.
+``PPOLearner`` is the one-agent interface a prosumer process uses.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -32,6 +39,8 @@ import torch
 from peergrid.agents.learners.config import LearnerConfig
 from peergrid.agents.learners.nets import clip_to_box, initial_action_bias, mlp
 from peergrid.agents.learners.stacked import StackedMLP
+
+MODES = ("own", "networked", "central")
 
 
 def gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray,
@@ -53,37 +62,56 @@ def gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray,
     return adv, adv + values
 
 
-def _agent_networks(obs_dim: int, act_dim: int, cfg: LearnerConfig, seed: int):
-    """An agent's actor and critic, initialised from its own seed only."""
+def _actor_and_critic(obs_dim: int, act_dim: int, cfg: LearnerConfig, seed: int
+                      ) -> tuple[torch.nn.Sequential, torch.nn.Sequential]:
+    """An agent's actor and own-observation critic, initialised from its own seed only;
+    the actor starts at the neutral action with little dependence on the observation
+    (as PPO implementations do)."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         actor = mlp(obs_dim, cfg.hidden_sizes, act_dim)
         critic = mlp(obs_dim, cfg.hidden_sizes, 1)
-    # start at the neutral action (battery idle, half the position bid, no reactive power,
-    # no curtailment) with little dependence on the observation, as PPO implementations do
     with torch.no_grad():
         actor[-1].weight.mul_(0.01)
         actor[-1].bias.copy_(initial_action_bias(squashed=False))
     return actor, critic
 
 
+def _value_net(in_dim: int, cfg: LearnerConfig, seed: int) -> torch.nn.Sequential:
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return mlp(in_dim, cfg.hidden_sizes, 1)
+
+
 class PPOGroup:
     def __init__(self, agent_ids: Sequence[str], obs_dim: int, act_dim: int,
                  cfg: LearnerConfig, seeds: Sequence[int],
-                 reward_scales: Sequence[float] | None = None) -> None:
-        self.ids, self.cfg = list(agent_ids), cfg
+                 reward_scales: Sequence[float] | None = None, mode: str = "own",
+                 public_dim: int = 0, estimator_dim: int = 0, global_dim: int = 0,
+                 shared_seed: int = 0) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode = {mode!r}: one of {', '.join(MODES)}")
+        self.ids, self.cfg, self.mode = list(agent_ids), cfg, mode
         n = len(self.ids)
-        nets = [_agent_networks(obs_dim, act_dim, cfg, s) for s in seeds]
+        nets = [_actor_and_critic(obs_dim, act_dim, cfg, s) for s in seeds]
         self.actor = StackedMLP([a for a, _ in nets])
-        self.critic = StackedMLP([c for _, c in nets])
+        if mode == "own":
+            self.critic = StackedMLP([c for _, c in nets])
+        elif mode == "networked":
+            self.critic = StackedMLP([_value_net(public_dim, cfg, shared_seed)] * n)
+            self.estimator = StackedMLP([_value_net(estimator_dim, cfg, shared_seed + 1)] * n)
+        else:  # one centralised critic
+            self.critic = StackedMLP([_value_net(global_dim, cfg, shared_seed)])
         self.log_std = torch.nn.Parameter(torch.full((n, act_dim), cfg.init_log_std))
         self.gens = [torch.Generator().manual_seed(s) for s in seeds]
         self.scales = np.asarray(reward_scales if reward_scales is not None else [1.0] * n)
         self.opt_actor = torch.optim.Adam([*self.actor.parameters(), self.log_std],
                                           lr=cfg.lr_actor, foreach=True)
-        self.opt_critic = torch.optim.Adam(self.critic.parameters(), lr=cfg.lr_critic,
-                                           foreach=True)
-        self._rollout: list[tuple[np.ndarray, ...]] = []
+        value_params = list(self.critic.parameters())
+        if mode == "networked":
+            value_params += list(self.estimator.parameters())
+        self.opt_critic = torch.optim.Adam(value_params, lr=cfg.lr_critic, foreach=True)
+        self._rollout: list[dict[str, np.ndarray]] = []
         self._pending: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._batch: dict[str, torch.Tensor] | None = None
         self.updates = 0
@@ -104,42 +132,81 @@ class PPOGroup:
         return clip_to_box(raw.numpy())
 
     def observe(self, rewards: np.ndarray, next_obs: np.ndarray, terminated: bool,
-                truncated: bool = False) -> None:
-        """Complete the transitions started by the last ``act``."""
+                truncated: bool = False, public: Mapping[str, np.ndarray] | None = None,
+                global_state: Mapping[str, np.ndarray] | None = None) -> None:
+        """Complete the transitions started by the last ``act``. ``public``: the round's
+        public ``state``, ``next_state`` and ``estimator_input`` (networked mode);
+        ``global_state``: ``state`` and ``next_state`` (central mode)."""
         if self._pending is None:
             raise RuntimeError(f"{self.ids}: observe() without a preceding act()")
         obs, raw, logp = self._pending
         n = len(self.ids)
-        self._rollout.append((obs, raw, logp, np.asarray(rewards, float) / self.scales,
-                              np.full(n, float(terminated)), np.full(n, float(truncated)),
-                              np.asarray(next_obs, np.float32)))
+        step = {"obs": obs, "raw": raw, "logp": logp,
+                "rew": np.asarray(rewards, float) / self.scales,
+                "term": np.full(n, float(terminated)), "trunc": np.full(n, float(truncated)),
+                "next_obs": np.asarray(next_obs, np.float32)}
+        if self.mode == "networked":
+            if public is None:
+                raise ValueError("networked learners need the round's public state")
+            step.update(x=np.asarray(public["state"], np.float32),
+                        x_next=np.asarray(public["next_state"], np.float32),
+                        e=np.asarray(public["estimator_input"], np.float32))
+        elif self.mode == "central":
+            if global_state is None:
+                raise ValueError("a centralised critic needs the global state")
+            step.update(x=np.asarray(global_state["state"], np.float32),
+                        x_next=np.asarray(global_state["next_state"], np.float32))
+        self._rollout.append(step)
         self._pending = None
 
     def rollout_size(self) -> int:
         return len(self._rollout)
 
     def values(self, obs: np.ndarray) -> np.ndarray:
-        """Critic values (n, batch) of observations (n, batch, obs_dim)."""
+        """Critic values (critics, batch) of inputs (critics, batch, in_dim)."""
         with torch.no_grad():
             return self.critic(torch.as_tensor(obs, dtype=torch.float32))[..., 0].numpy()
+
+    def _common(self, x: np.ndarray, k: int) -> np.ndarray:
+        """A common input (T, d) as the input of k stacked networks: (k, T, d)."""
+        return np.repeat(x[None], k, axis=0)
 
     # ---- learning ----------------------------------------------------------------
 
     def begin_update(self) -> None:
-        obs, raw, logp, rew, term, trunc, nxt = (np.stack(x)
-                                                 for x in zip(*self._rollout, strict=True))
-        # stacked along time first: (T, n, ...) → agent first (n, T, ...)
-        obs, raw, nxt = (np.swapaxes(x, 0, 1) for x in (obs, raw, nxt))
-        values, next_values = self.values(obs).T, self.values(nxt).T  # (T, n)
-        adv, ret = gae(rew, values, next_values, term, self.cfg.gamma, self.cfg.gae_lambda,
-                       trunc)
-        adv = (adv - adv.mean(axis=0)) / (adv.std(axis=0) + 1e-8)
-        self._batch = {
-            "obs": torch.as_tensor(obs), "raw": torch.as_tensor(raw),
-            "logp": torch.as_tensor(logp.T, dtype=torch.float32),
-            "adv": torch.as_tensor(adv.T, dtype=torch.float32),
-            "ret": torch.as_tensor(ret.T, dtype=torch.float32),
-        }
+        """Advantages and value targets of the rollout, with the current critic."""
+        r = {k: np.stack([s[k] for s in self._rollout]) for k in self._rollout[0]}
+        n, cfg = len(self.ids), self.cfg
+        obs, raw = (np.swapaxes(r[k], 0, 1) for k in ("obs", "raw"))  # (n, T, ...)
+        batch: dict[str, np.ndarray] = {"obs": obs, "raw": raw, "logp": r["logp"].T}
+        if self.mode == "own":
+            values = self.values(obs).T  # (T, n)
+            next_values = self.values(np.swapaxes(r["next_obs"], 0, 1)).T
+            adv, ret = gae(r["rew"], values, next_values, r["term"], cfg.gamma,
+                           cfg.gae_lambda, r["trunc"])
+            batch.update(adv=adv.T, ret=ret.T, critic_in=obs)
+        elif self.mode == "networked":
+            x, x_next, e = (self._common(r[k], n) for k in ("x", "x_next", "e"))
+            values, next_values = self.values(x).T, self.values(x_next).T
+            with torch.no_grad():
+                team_reward = self.estimator(torch.as_tensor(e))[..., 0].numpy().T  # (T, n)
+            adv, _ = gae(team_reward, values, next_values, r["term"], cfg.gamma,
+                         cfg.gae_lambda, r["trunc"])
+            _, ret = gae(r["rew"], values, next_values, r["term"], cfg.gamma, cfg.gae_lambda,
+                         r["trunc"])  # the critic's local step: the agent's own reward
+            batch.update(adv=adv.T, ret=ret.T, critic_in=x, est_in=e, est_target=r["rew"].T)
+        else:
+            x, x_next = self._common(r["x"], 1), self._common(r["x_next"], 1)
+            values, next_values = self.values(x).T, self.values(x_next).T  # (T, 1)
+            team = r["rew"].mean(axis=1, keepdims=True)
+            adv, ret = gae(team, values, next_values, r["term"][:, :1], cfg.gamma,
+                           cfg.gae_lambda, r["trunc"][:, :1])
+            batch.update(adv=np.repeat(adv.T, n, axis=0), ret=ret.T, critic_in=x)
+        adv = batch["adv"]
+        batch["adv"] = (adv - adv.mean(axis=1, keepdims=True)) / (adv.std(axis=1, keepdims=True)
+                                                                   + 1e-8)
+        self._batch = {k: torch.as_tensor(np.ascontiguousarray(v), dtype=torch.float32)
+                       for k, v in batch.items()}
 
     def update_epoch(self) -> dict[str, float]:
         """One pass over the rollout in shuffled minibatches (each agent its own order)."""
@@ -149,11 +216,17 @@ class PPOGroup:
         n_steps = b["obs"].shape[1]
         perm = torch.stack([torch.randperm(n_steps, generator=g) for g in self.gens])
         stats = {"actor_loss": 0.0, "critic_loss": 0.0}
+        if self.mode == "networked":
+            stats["estimator_loss"] = 0.0
+
+        def take(key: str, i: torch.Tensor) -> torch.Tensor:
+            v = b[key]
+            idx = i[..., None].expand(-1, -1, v.shape[2]) if v.dim() == 3 else i
+            return torch.gather(v, 1, idx)
+
         for start in range(0, n_steps, self.cfg.minibatch):
             i = perm[:, start:start + self.cfg.minibatch]
-            obs = torch.gather(b["obs"], 1, i[..., None].expand(-1, -1, b["obs"].shape[2]))
-            raw = torch.gather(b["raw"], 1, i[..., None].expand(-1, -1, b["raw"].shape[2]))
-            logp_old, adv, ret = (torch.gather(b[k], 1, i) for k in ("logp", "adv", "ret"))
+            obs, raw, logp_old, adv = (take(k, i) for k in ("obs", "raw", "logp", "adv"))
             mean = self.actor(obs)
             dist = torch.distributions.Normal(mean, self.log_std.exp()[:, None])
             ratio = (dist.log_prob(raw).sum(-1) - logp_old).exp()
@@ -164,11 +237,22 @@ class PPOGroup:
             per_agent.sum().backward()
             self.opt_actor.step()
             stats["actor_loss"] += per_agent.mean().item()
-            stats["critic_loss"] += self.critic_step(obs, ret)
+            ic = i[:1] if self.mode == "central" else i  # the one critic: the first order
+            losses = [((self.critic(take("critic_in", ic))[..., 0] - take("ret", ic)) ** 2
+                       ).mean(1)]
+            if self.mode == "networked":
+                losses.append(((self.estimator(take("est_in", i))[..., 0]
+                                - take("est_target", i)) ** 2).mean(1))
+            self.opt_critic.zero_grad()
+            sum(loss.sum() for loss in losses).backward()
+            self.opt_critic.step()
+            stats["critic_loss"] += losses[0].mean().item()
+            if self.mode == "networked":
+                stats["estimator_loss"] += losses[1].mean().item()
         return stats
 
     def critic_step(self, obs: torch.Tensor, target: torch.Tensor) -> float:
-        """One gradient step of every critic towards ``target`` (n, batch), squared error."""
+        """One gradient step of every critic towards ``target`` (critics, batch)."""
         per_agent = ((self.critic(obs)[..., 0] - target) ** 2).mean(1)
         self.opt_critic.zero_grad()
         per_agent.sum().backward()
@@ -185,37 +269,80 @@ class PPOGroup:
     def critic_parameters(self, agent: str) -> np.ndarray:
         return self.critic.agent_vector(self.ids.index(agent))
 
-    def set_critic_parameters(self, agent: str, vector: np.ndarray) -> None:
-        self.critic.set_agent_vector(self.ids.index(agent), vector)
+    def estimator_parameters(self, agent: str) -> np.ndarray:
+        return self.estimator.agent_vector(self.ids.index(agent))
+
+    def consensus_parameters(self, agent: str) -> np.ndarray:
+        """What an agent sends its neighbours: its critic, and in networked mode its
+        team-reward estimator after it."""
+        i = self.ids.index(agent)
+        if self.mode == "networked":
+            return np.concatenate([self.critic.agent_vector(i), self.estimator.agent_vector(i)])
+        return self.critic.agent_vector(i)
+
+    def set_consensus_parameters(self, agent: str, vector: np.ndarray) -> None:
+        i = self.ids.index(agent)
+        if self.mode != "networked":
+            self.critic.set_agent_vector(i, vector)
+            return
+        split = self.critic.agent_vector(i).size
+        self.critic.set_agent_vector(i, vector[:split])
+        self.estimator.set_agent_vector(i, vector[split:])
+
+    def average_shared(self, order: Sequence[str], weights: np.ndarray) -> None:
+        """A consensus step of every agent at once (all present, in process): each
+        shared parameter tensor becomes W @ tensor over the agent axis."""
+        if list(order) != self.ids:
+            raise ValueError(f"consensus order {list(order)} is not the group's {self.ids}")
+        w = torch.as_tensor(weights / weights.sum(axis=1, keepdims=True), dtype=torch.float32)
+        nets = [self.critic] + ([self.estimator] if self.mode == "networked" else [])
+        with torch.no_grad():
+            for net in nets:
+                for p in net.parameters():
+                    p.copy_(torch.tensordot(w, p, dims=([1], [0])))
 
     def extract(self, agent: str, reward_scale: float) -> PPOLearner:
         """A one-agent learner with ``agent``'s current networks (fresh optimiser state)."""
+        if self.mode == "central":
+            raise ValueError("a centralised critic cannot be split into one agent's learner")
         i = self.ids.index(agent)
-        cfg = self.cfg
         learner = PPOLearner(agent, self.actor.weights[0].shape[1],
-                             self.actor.weights[-1].shape[2], cfg, seed=0,
-                             reward_scale=reward_scale)
-        learner.group.actor.set_agent_vector(0, self.actor.agent_vector(i))
-        learner.group.critic.set_agent_vector(0, self.critic.agent_vector(i))
+                             self.actor.weights[-1].shape[2], self.cfg, seed=0,
+                             reward_scale=reward_scale, **self._dims())
+        g = learner.group
+        g.actor.set_agent_vector(0, self.actor.agent_vector(i))
+        g.set_consensus_parameters(agent, self.consensus_parameters(agent))
         with torch.no_grad():
-            learner.group.log_std[0] = self.log_std[i]
-        learner.group.gens[0].set_state(self.gens[i].get_state())
+            g.log_std[0] = self.log_std[i]
+        g.gens[0].set_state(self.gens[i].get_state())
         return learner
+
+    def _dims(self) -> dict[str, Any]:
+        dims: dict[str, Any] = {"mode": self.mode}
+        if self.mode == "networked":
+            dims.update(public_dim=self.critic.weights[0].shape[1],
+                        estimator_dim=self.estimator.weights[0].shape[1])
+        return dims
 
     # ---- checkpoints -------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        return {
+        state = {
             "actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
             "log_std": self.log_std.detach().clone(),
             "opt_actor": self.opt_actor.state_dict(), "opt_critic": self.opt_critic.state_dict(),
             "gens": [g.get_state() for g in self.gens], "rollout": list(self._rollout),
             "updates": self.updates,
         }
+        if self.mode == "networked":
+            state["estimator"] = self.estimator.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.actor.load_state_dict(state["actor"])
         self.critic.load_state_dict(state["critic"])
+        if self.mode == "networked":
+            self.estimator.load_state_dict(state["estimator"])
         with torch.no_grad():
             self.log_std.copy_(state["log_std"])
         self.opt_actor.load_state_dict(state["opt_actor"])
@@ -230,17 +357,24 @@ class PPOLearner:
     """One agent's learner (a group of one): the interface a prosumer process uses."""
 
     def __init__(self, agent_id: str, obs_dim: int, act_dim: int, cfg: LearnerConfig,
-                 seed: int, reward_scale: float = 1.0) -> None:
+                 seed: int, reward_scale: float = 1.0, mode: str = "own",
+                 public_dim: int = 0, estimator_dim: int = 0, shared_seed: int = 0) -> None:
+        if mode == "central":
+            raise ValueError("a centralised critic needs every agent: it is not a one-agent "
+                             "learner")
         self.agent_id = agent_id
-        self.group = PPOGroup([agent_id], obs_dim, act_dim, cfg, [seed], [reward_scale])
+        self.group = PPOGroup([agent_id], obs_dim, act_dim, cfg, [seed], [reward_scale],
+                              mode=mode, public_dim=public_dim, estimator_dim=estimator_dim,
+                              shared_seed=shared_seed)
 
     def act(self, obs: np.ndarray, greedy: bool = False) -> np.ndarray:
         return self.group.act(np.asarray(obs)[None], greedy)[0]
 
     def observe(self, reward: float, next_obs: np.ndarray, terminated: bool,
-                truncated: bool = False) -> None:
+                truncated: bool = False, public: Mapping[str, np.ndarray] | None = None
+                ) -> None:
         self.group.observe(np.array([reward]), np.asarray(next_obs)[None], terminated,
-                           truncated)
+                           truncated, public)
 
     def value(self, obs: np.ndarray) -> float:
         return float(self.group.values(np.asarray(obs, np.float32)[None, None])[0, 0])
@@ -261,8 +395,11 @@ class PPOLearner:
     def critic_parameters(self) -> np.ndarray:
         return self.group.critic_parameters(self.agent_id)
 
-    def set_critic_parameters(self, vector: np.ndarray) -> None:
-        self.group.set_critic_parameters(self.agent_id, vector)
+    def consensus_parameters(self) -> np.ndarray:
+        return self.group.consensus_parameters(self.agent_id)
+
+    def set_consensus_parameters(self, vector: np.ndarray) -> None:
+        self.group.set_consensus_parameters(self.agent_id, vector)
 
     def actor_parameters(self) -> np.ndarray:
         return self.group.actor.agent_vector(0)
@@ -283,19 +420,26 @@ class SeparateLearners:
 
     def __init__(self, agent_ids: Sequence[str], obs_dim: int, act_dim: int,
                  cfg: LearnerConfig, seeds: Sequence[int],
-                 reward_scales: Sequence[float] | None = None) -> None:
-        self.ids = list(agent_ids)
+                 reward_scales: Sequence[float] | None = None, mode: str = "own",
+                 public_dim: int = 0, estimator_dim: int = 0, global_dim: int = 0,
+                 shared_seed: int = 0) -> None:
+        if mode == "central":
+            raise ValueError("a centralised critic cannot be split into separate learners")
+        self.ids, self.mode = list(agent_ids), mode
         scales = reward_scales if reward_scales is not None else [1.0] * len(self.ids)
-        self.groups = [PPOGroup([a], obs_dim, act_dim, cfg, [s], [r])
+        self.groups = [PPOGroup([a], obs_dim, act_dim, cfg, [s], [r], mode=mode,
+                                public_dim=public_dim, estimator_dim=estimator_dim,
+                                shared_seed=shared_seed)
                        for a, s, r in zip(self.ids, seeds, scales, strict=True)]
 
     def act(self, obs: np.ndarray, greedy: bool = False) -> np.ndarray:
         return np.concatenate([g.act(obs[i:i + 1], greedy) for i, g in enumerate(self.groups)])
 
     def observe(self, rewards: np.ndarray, next_obs: np.ndarray, terminated: bool,
-                truncated: bool = False) -> None:
+                truncated: bool = False, public: Mapping[str, np.ndarray] | None = None,
+                global_state: Mapping[str, np.ndarray] | None = None) -> None:
         for i, g in enumerate(self.groups):
-            g.observe(rewards[i:i + 1], next_obs[i:i + 1], terminated, truncated)
+            g.observe(rewards[i:i + 1], next_obs[i:i + 1], terminated, truncated, public)
 
     def begin_update(self) -> None:
         for g in self.groups:
@@ -309,11 +453,20 @@ class SeparateLearners:
         for g in self.groups:
             g.end_update()
 
-    def critic_parameters(self, agent: str) -> np.ndarray:
-        return self.groups[self.ids.index(agent)].critic_parameters(agent)
+    def _group(self, agent: str) -> PPOGroup:
+        return self.groups[self.ids.index(agent)]
 
-    def set_critic_parameters(self, agent: str, vector: np.ndarray) -> None:
-        self.groups[self.ids.index(agent)].set_critic_parameters(agent, vector)
+    def critic_parameters(self, agent: str) -> np.ndarray:
+        return self._group(agent).critic_parameters(agent)
+
+    def estimator_parameters(self, agent: str) -> np.ndarray:
+        return self._group(agent).estimator_parameters(agent)
+
+    def consensus_parameters(self, agent: str) -> np.ndarray:
+        return self._group(agent).consensus_parameters(agent)
+
+    def set_consensus_parameters(self, agent: str, vector: np.ndarray) -> None:
+        self._group(agent).set_consensus_parameters(agent, vector)
 
     def state_dict(self) -> dict[str, Any]:
         return {"groups": [g.state_dict() for g in self.groups]}
