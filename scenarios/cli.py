@@ -8,6 +8,7 @@ import logging
 import sys
 
 from peergrid.agents.policies import REFERENCE_POLICIES
+from peergrid.scenarios.schema import ALGORITHMS
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
@@ -112,17 +113,35 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_experiment(args: argparse.Namespace) -> int:
-    from peergrid.scenarios.experiment import baselines, paper_comparison
     from peergrid.scenarios.loader import load_scenario, resolve
 
     scenario = load_scenario(args.scenario)
     source = resolve(args.scenario).name
+    out = args.out or f"runs/{args.name}"
+    common = {"force": args.force}
+    learning = {**common, "workers": args.workers, "progress": not args.quiet}
+    if args.algos:
+        learning["algorithms"] = tuple(args.algos)
     if args.name == "baselines":
-        out = baselines(scenario, source, args.out or "runs/baselines", force=args.force)
+        from peergrid.scenarios.experiment import baselines
+
+        out = baselines(scenario, source, out, **common)
+    elif args.name == "tune":
+        from peergrid.scenarios.tuning import tune
+
+        out = tune(scenario, source, out, seeds=args.seeds or 2, episodes=args.episodes or 400,
+                   **learning)
+    elif args.name == "graphs":
+        from peergrid.scenarios.comparison import graphs
+
+        learning.pop("algorithms", None)
+        out = graphs(scenario, source, out, seeds=args.seeds or 3, episodes=args.episodes,
+                     **learning)
     else:
-        out = paper_comparison(scenario, source, args.out or "runs/paper-comparison",
-                               seeds=args.seeds, episodes=args.episodes, workers=args.workers,
-                               force=args.force, progress=not args.quiet)
+        from peergrid.scenarios.comparison import paper_comparison
+
+        out = paper_comparison(scenario, source, out, seeds=args.seeds or 8,
+                               episodes=args.episodes, **learning)
     print((out / "report.md").read_text())
     print(f"report: {out}/report.md  table: {out}/summary.csv")
     return 0
@@ -214,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("train", help="train learning agents in process")
     tr.add_argument("--scenario", default="ieee13", help="shipped scenario name or TOML path")
-    tr.add_argument("--algo", choices=("consensus", "ippo", "maddpg"), default=None,
+    tr.add_argument("--algo", choices=ALGORITHMS, default=None,
                     help="default: the scenario's algo.name")
     tr.add_argument("--seed", type=int, default=0, help="training seed (learners, day draws)")
     tr.add_argument("--episodes", type=int, default=None, help="override algo.episodes")
@@ -229,23 +248,31 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--force", action="store_true")
     ev.set_defaults(func=_cmd_evaluate)
 
-    ex = sub.add_parser("experiment", help="named experiments")
-    ex.add_argument("name", choices=("baselines", "paper-comparison"),
-                    help="baselines: reference policies and both optima; paper-comparison: "
-                    "train and compare the learners against them")
-    ex.add_argument("--scenario", default="ieee13")
-    ex.add_argument("--seeds", type=int, default=3)
-    ex.add_argument("--episodes", type=int, default=None, help="override algo.episodes")
+    ex = sub.add_parser("experiment", help="named experiments (docs/learning.md)",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ex.add_argument("name", choices=("baselines", "tune", "paper-comparison", "graphs"),
+                    help="baselines: reference policies and both optima; tune: the same small "
+                    "grid for every algorithm, scored on the validation window; "
+                    "paper-comparison: every algorithm over seeds, on the test window; "
+                    "graphs: the networked learner on each communication graph")
+    ex.add_argument("--scenario", default="ieee13", help="shipped scenario name or TOML path")
+    ex.add_argument("--seeds", type=int, default=None,
+                    help="seeds per algorithm (default: tune 2, paper-comparison 8, graphs 3)")
+    ex.add_argument("--episodes", type=int, default=None,
+                    help="training episodes per run (default: tune 400, else algo.episodes)")
+    ex.add_argument("--algos", nargs="+", choices=ALGORITHMS, default=None,
+                    help="algorithms to run (default: all)")
     ex.add_argument("--workers", type=int, default=2, help="training runs in parallel")
     ex.add_argument("--out", default=None, help="default: runs/<name>")
-    ex.add_argument("--force", action="store_true")
-    ex.add_argument("--quiet", action="store_true")
+    ex.add_argument("--force", action="store_true", help="replace an existing output directory")
+    ex.add_argument("--quiet", action="store_true", help="no progress bar")
     ex.set_defaults(func=_cmd_experiment)
 
     dp = sub.add_parser("deploy", help="run the market as separate processes over ZeroMQ")
     dp.add_argument("--scenario", default="ieee13")
     dp.add_argument("--policy", default="rule",
-                    help="rule | nop2p | selfconsume | voltvar | consensus | ippo (fresh learners) | "
+                    help="rule | nop2p | selfconsume | voltvar | consensus | consensus-critic | "
+                    "ippo (fresh learners) | "
                     "a training run directory (frozen policy)")
     dp.add_argument("--learn", action="store_true", help="a trained run keeps learning")
     dp.add_argument("--days", type=int, default=1)

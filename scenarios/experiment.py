@@ -1,19 +1,9 @@
-"""Experiments as commands: `peergrid experiment baselines | paper-comparison`.
+"""Experiments as commands, and what they share.
 
-``baselines``: every reference policy and both perfect-foresight optima (voltage-blind,
-voltage-aware) on the ``[scenario]`` window as one continuous stretch.
-
-``paper-comparison``: trains consensus actor-critic, independent PPO and MADDPG over
-several seeds (two at a time on a 2-core machine), evaluates their greedy policies, the
-baselines above on the held-out ``[scenario]`` window (one continuous stretch:
-batteries carry their charge over midnight), and writes::
-
-    summary.csv          one row per algorithm, policy and optimum
-    report.md            the table, shares of the optimum's savings, command, versions
-    learning_curves.png  evaluation team reward vs training episode, mean ± std over seeds
-    day/                 one evaluation day of the consensus policy (seed 0): logs and
-                         prices_sdr.png, soc.png, voltages.png, energy.png
-    train/<algo>-s<seed>/  each training run (metrics, evaluations, checkpoint)
+``peergrid experiment baselines``: every reference policy and both perfect-foresight
+optima (voltage-blind, voltage-aware) on the ``[scenario]`` window as one continuous
+stretch. The learning experiments (``scenarios.comparison``, ``scenarios.tuning``) run
+many training runs through ``run_training_jobs`` and compare them with these rows.
 """
 
 from __future__ import annotations
@@ -21,10 +11,11 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import os
-import sys
 import shutil
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -38,15 +29,10 @@ from peergrid.scenarios.env import PeerGridEnv
 from peergrid.scenarios.logs import versions
 from peergrid.scenarios.optimum import aware_schedule, blind_schedule, schedule_actions
 from peergrid.scenarios.schema import Scenario
-from peergrid.scenarios.train import ALGORITHMS, evaluate_choice, evaluate_run, train
+from peergrid.scenarios.train import evaluate_choice, train
 
 REFERENCES = ("nop2p", "selfconsume", "rule", "voltvar")
 OPTIMA = {"optimum (voltage-blind)": blind_schedule, "optimum (voltage-aware)": aware_schedule}
-SUMMARY_FIELDS = ["name", "seeds", "team_reward_mean", "team_reward_std", "community_cost_mean",
-                  "voltage_violations_mean", "p2p_kwh_mean", "voltage_penalty_mean",
-                  "share_of_optimum_savings", "line_penalty_mean", "overvoltage_rounds_mean",
-                  "undervoltage_rounds_mean", "max_line_loading_pct_mean", "curtailed_kwh_mean",
-                  "share_of_blind_optimum_savings"]
 BASELINE_FIELDS = ["name", "community_cost", "voltage_penalty", "line_penalty",
                    "overvoltage_rounds", "overvoltage_bus_rounds", "undervoltage_rounds",
                    "undervoltage_bus_rounds", "vm_min_pu", "vm_max_pu", "max_line_loading_pct",
@@ -54,11 +40,39 @@ BASELINE_FIELDS = ["name", "community_cost", "voltage_penalty", "line_penalty",
                    "share_of_blind_optimum_savings", "solve_s"]
 
 
-def _train_job(args: tuple[Scenario, str, str, int, str, int]) -> tuple[str, int, float]:
-    scenario, source, algo, seed, out, episodes = args
+@dataclass(frozen=True)
+class TrainingJob:
+    """One training run of a multi-run experiment."""
+
+    scenario: Scenario
+    source: str
+    algo: str
+    seed: int
+    out: str
+    episodes: int
+
+
+def _train_job(job: TrainingJob) -> tuple[TrainingJob, float]:
     t0 = time.perf_counter()
-    train(scenario, source, algo, seed, out, episodes=episodes, progress=False)
-    return algo, seed, time.perf_counter() - t0
+    train(job.scenario, job.source, job.algo, job.seed, job.out, episodes=job.episodes,
+          progress=False, tensorboard=False)
+    return job, time.perf_counter() - t0
+
+
+def run_training_jobs(jobs: list[TrainingJob], workers: int, progress: bool, desc: str
+                      ) -> dict[str, float]:
+    """Every job in a pool of ``workers`` processes (spawned: each imports torch afresh,
+    one torch thread each); wall seconds per job's output directory."""
+    walls: dict[str, float] = {}
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        done = pool.map(_train_job, jobs)
+        if progress:
+            from tqdm import tqdm
+
+            done = tqdm(done, total=len(jobs), desc=desc, unit="run")
+        for job, wall in done:
+            walls[job.out] = wall
+    return walls
 
 
 def reference_metrics(scenario: Scenario, policy: str) -> dict[str, float]:
@@ -169,134 +183,3 @@ def _run_section(wall: str) -> list[str]:
         f"- date: {dt.date.today().isoformat()}",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()),
     ]
-
-
-def _row(name: str, runs: list[dict[str, float]]) -> dict[str, Any]:
-    """Mean (and sample std, ddof = 1) over the seeds of a policy's evaluation metrics."""
-    frame = pd.DataFrame(runs)
-    return {
-        "name": name, "seeds": len(runs),
-        "team_reward_mean": frame.team_reward.mean(),
-        "team_reward_std": frame.team_reward.std(ddof=1),
-        "community_cost": frame.community_cost.mean(),
-        **{f"{k}_mean": frame[k].mean() for k in (
-            "community_cost", "voltage_violations", "p2p_kwh", "voltage_penalty", "line_penalty",
-            "overvoltage_rounds", "undervoltage_rounds", "max_line_loading_pct",
-            "curtailed_kwh")},
-    }
-
-
-def paper_comparison(scenario: Scenario, source: str, out: str | Path, seeds: int = 3,
-                     episodes: int | None = None, workers: int = 2, force: bool = False,
-                     progress: bool = True) -> Path:
-    out = _fresh_dir(out, force)
-    started = time.perf_counter()
-    episodes = episodes or scenario.algo.episodes
-
-    jobs = [(scenario, source, algo, seed, str(out / "train" / f"{algo}-s{seed}"), episodes)
-            for seed in range(seeds) for algo in ALGORITHMS]
-    train_wall: dict[str, list[float]] = {a: [] for a in ALGORITHMS}
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        done = pool.map(_train_job, jobs)
-        if progress:
-            from tqdm import tqdm
-
-            done = tqdm(done, total=len(jobs), desc="paper-comparison: training", unit="run")
-        for algo, _, wall in done:
-            train_wall[algo].append(wall)
-
-    rows, curves = [], {}
-    for algo in ALGORITHMS:
-        finals = []
-        for seed in range(seeds):
-            ev = pd.read_csv(out / "train" / f"{algo}-s{seed}" / "eval.csv")
-            finals.append(ev.iloc[-1].to_dict())
-            curves.setdefault(algo, []).append(ev.set_index("episode").team_reward)
-        rows.append(_row(algo, finals))
-    for policy in REFERENCES:
-        rows.append(_row(policy, [reference_metrics(scenario, policy)]))
-    for name in OPTIMA:
-        rows.append(_row(name, [optimum_metrics(scenario, name)]))
-    add_savings_shares(rows)
-    by_name = {r["name"]: r for r in rows}
-    with open(out / "summary.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=SUMMARY_FIELDS)
-        w.writeheader()
-        w.writerows({k: r[k] for k in SUMMARY_FIELDS} for r in rows)
-
-    _plot_curves(curves, by_name, out / "learning_curves.png")
-    from peergrid.scenarios import report
-
-    evaluate_run(out / "train" / "consensus-s0", out / "day", force=True, days=1)
-    report.plot(out / "day")
-
-    wall = time.perf_counter() - started
-    _write_report(out, scenario, source, rows, seeds, episodes, train_wall, wall)
-    return out
-
-
-def _plot_curves(curves: dict[str, list[pd.Series]], by_name: dict[str, dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(9, 5))
-    for i, (algo, series) in enumerate(curves.items()):
-        frame = pd.concat(series, axis=1)
-        mean, std = frame.mean(axis=1), frame.std(axis=1, ddof=1).fillna(0.0)
-        ax.plot(frame.index, mean, color=f"C{i}", label=f"{algo} (mean of {frame.shape[1]} seeds)")
-        ax.fill_between(frame.index, mean - std, mean + std, color=f"C{i}", alpha=0.2)
-    for name, style in (("nop2p", ":"), ("rule", "--"), ("voltvar", (0, (3, 1, 1, 1))),
-                        ("optimum (voltage-aware)", "-.")):
-        ax.axhline(by_name[name]["team_reward_mean"], color="k", ls=style, lw=1, label=name)
-    ax.set_xlabel("training episode (days)")
-    ax.set_ylabel("evaluation team reward (held-out week)")
-    ax.legend(fontsize=8)
-    ax.set_title("Learning curves: greedy policy on the evaluation days, ± 1 std over seeds")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def _write_report(out: Path, s: Scenario, source: str, rows: list[dict], seeds: int,
-                  episodes: int, train_wall: dict[str, list[float]], wall: float) -> None:
-    lines = [
-        "# Paper comparison: consensus actor-critic vs independent PPO vs MADDPG", "",
-        f"Scenario `{source}` (`{s.scenario.id}`), training window {s.algo.train_start} + "
-        f"{s.algo.train_days} days, evaluation on the held-out window {s.scenario.start} + "
-        f"{s.scenario.days} days as one continuous stretch (batteries carry their charge over "
-        "midnight), greedy policy. "
-        f"{seeds} seeds per algorithm, {episodes} training episodes (days) each.", "",
-        "| policy | seeds | team reward (mean ± std) | community cost | voltage penalty | "
-        "line penalty | over-voltage rounds | under-voltage rounds | max line loading | "
-        "curtailed kWh | P2P kWh | share of the optimum's savings |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        std = "" if r["seeds"] < 2 else f" ± {r['team_reward_std']:.1f}"
-        lines.append(
-            f"| {r['name']} | {r['seeds']} | {r['team_reward_mean']:.1f}{std} | "
-            f"{r['community_cost_mean']:,.0f} | {r['voltage_penalty_mean']:,.0f} | "
-            f"{r['line_penalty_mean']:,.0f} | {r['overvoltage_rounds_mean']:.1f} | "
-            f"{r['undervoltage_rounds_mean']:.1f} | {r['max_line_loading_pct_mean']:.0f} % | "
-            f"{r['curtailed_kwh_mean']:,.0f} | {r['p2p_kwh_mean']:,.0f} | "
-            f"{r['share_of_optimum_savings']:.1%} |")
-    lines += [
-        "", "Team reward: mean over agents of the summed reward over the evaluation window "
-        "(reward = −payment − voltage penalty − line penalty); ± is the sample std over "
-        "seeds. Community cost: total payments (P2P payments are transfers, so this is the "
-        "community's grid bill). Share of the optimum's savings: (cost of nop2p − cost) / "
-        "(cost of nop2p − cost of the voltage-aware optimum). The optima are perfect-foresight "
-        "schedules over the continuous window (linear programs, HiGHS): the voltage-blind one "
-        "moves batteries only, the voltage-aware one also curtails PV and sets inverter "
-        "reactive power under the linearised AC limits; both are replayed through the same "
-        "env as every policy and their violations are shown as measured.", "",
-        "![learning curves](learning_curves.png)", "",
-        "One evaluation day of the consensus policy (seed 0): "
-        "[prices and SDR](day/prices_sdr.png), [state of charge](day/soc.png), "
-        "[voltages](day/voltages.png), [energy](day/energy.png).", "",
-        *_run_section(f"{wall / 60:.1f} min on {os.cpu_count()} cores; training per run "
-                      "(s): " + ", ".join(f"{a} {np.mean(w):.0f}" for a, w in train_wall.items())),
-    ]
-    (out / "report.md").write_text("\n".join(lines) + "\n")

@@ -17,23 +17,33 @@ def node_bus(column: str) -> str:
     return column.removeprefix("vm_pu.").split(".")[0]
 
 
-def grid_violations(grid: pd.DataFrame, vm_min_pu: float, vm_max_pu: float) -> dict[str, Any]:
-    """Limit violations over a grid table (grid.jsonl rows): rounds with any node out of
-    limits (or no converged power flow), over- and under-voltage separately, in rounds
-    and in bus-rounds (a bus counts once per round whichever of its phases is out), the
-    voltage range and the highest line loading."""
+def bus_violations(grid: pd.DataFrame, vm_min_pu: float, vm_max_pu: float
+                   ) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(buses, over, under): (rounds x buses) masks of a bus above / below the limits
+    in a round, whichever of its phases is out."""
     cols = [c for c in grid.columns if c.startswith("vm_pu.")]
     vm = grid[cols].to_numpy(dtype=float)
-    buses = sorted({node_bus(c) for c in cols})
+    buses = list(dict.fromkeys(node_bus(c) for c in cols))
     bus_of = np.array([buses.index(node_bus(c)) for c in cols])
 
-    def per_bus(mask: np.ndarray) -> np.ndarray:  # (rounds, buses): any phase of the bus
+    def per_bus(mask: np.ndarray) -> np.ndarray:
         out = np.zeros((mask.shape[0], len(buses)), dtype=bool)
         for j, b in enumerate(bus_of):
             out[:, b] |= mask[:, j]
         return out
 
-    over, under = per_bus(vm > vm_max_pu), per_bus(vm < vm_min_pu)
+    return buses, per_bus(vm > vm_max_pu), per_bus(vm < vm_min_pu)
+
+
+def grid_violations(grid: pd.DataFrame, vm_min_pu: float, vm_max_pu: float,
+                    per_bus: bool = False) -> dict[str, Any]:
+    """Limit violations over a grid table (grid.jsonl rows): rounds with any node out of
+    limits (or no converged power flow), over- and under-voltage separately, in rounds
+    and in bus-rounds (a bus counts once per round whichever of its phases is out), the
+    voltage range and the highest line loading; with ``per_bus``, each bus's over- and
+    under-voltage rounds too (``over_rounds.<bus>``, ``under_rounds.<bus>``)."""
+    vm = grid[[c for c in grid.columns if c.startswith("vm_pu.")]].to_numpy(dtype=float)
+    buses, over, under = bus_violations(grid, vm_min_pu, vm_max_pu)
     failed = ~grid.converged.to_numpy(dtype=bool)
     loading = grid.max_line_loading_pct.to_numpy(dtype=float)
     return {
@@ -47,6 +57,9 @@ def grid_violations(grid: pd.DataFrame, vm_min_pu: float, vm_max_pu: float) -> d
         "max_line_loading_pct": float(np.nanmax(loading)),
         "line_overload_rounds": int((loading > 100.0).sum()),
         "nonconverged_rounds": int(failed.sum()),
+        **({f"over_rounds.{b}": int(over[:, j].sum()) for j, b in enumerate(buses)}
+           | {f"under_rounds.{b}": int(under[:, j].sum()) for j, b in enumerate(buses)}
+           if per_bus else {}),
     }
 
 

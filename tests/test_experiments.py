@@ -1,0 +1,51 @@
+"""The experiment commands end to end on a tiny budget (slow: dozens of training runs)."""
+
+from __future__ import annotations
+
+import csv
+import tomllib
+
+import pytest
+
+from peergrid.scenarios.comparison import SUMMARY_FIELDS, paper_comparison
+from peergrid.scenarios.loader import parse_scenario, read_toml
+from peergrid.scenarios.tuning import grid, tune
+
+pytestmark = pytest.mark.slow
+
+
+def _tiny(s):
+    algo = s.algo.model_copy(update={"eval_every": 2, "rollout_days": 2, "epochs": 2})
+    return s.model_copy(update={"algo": algo})
+
+
+def test_tuning_writes_settings_a_scenario_file_accepts(ieee13_scenario, tmp_path):
+    out = tune(_tiny(ieee13_scenario), "ieee13.toml", tmp_path / "tune", seeds=2,
+               episodes=2, progress=False, algorithms=("ippo", "maddpg"))
+    with open(out / "tuning.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 * 2 * len(grid("ippo"))
+    tuned = tomllib.loads((out / "tuned.toml").read_text())
+    data, source = read_toml("ieee13")
+    data["algo"]["overrides"] = tuned["algo"]["overrides"]
+    s = parse_scenario(data, source)  # the chosen settings are valid overrides
+    assert s.algo.for_algorithm("maddpg").batch_size == 1024
+    assert s.algo.for_algorithm("ippo").init_log_std in {g["init_log_std"]
+                                                          for g in grid("ippo")}
+
+
+def test_paper_comparison_reports_intervals_and_tests(ieee13_scenario, tmp_path):
+    out = paper_comparison(_tiny(ieee13_scenario), "ieee13.toml", tmp_path / "pc", seeds=2,
+                           episodes=2, progress=False, algorithms=("consensus", "ippo"))
+    with open(out / "summary.csv") as f:
+        rows = {r["name"]: r for r in csv.DictReader(f)}
+    assert list(next(iter(rows.values()))) == SUMMARY_FIELDS
+    for name in ("consensus", "ippo"):
+        r = {k: float(v) for k, v in rows[name].items() if k not in ("name",) and v != ""}
+        assert r["seeds"] == 2
+        assert r["team_reward_ci95_low"] <= r["team_reward_mean"] <= r["team_reward_ci95_high"]
+    assert 0 <= float(rows["ippo"]["p_vs_consensus"]) <= 1
+    report = (out / "report.md").read_text()
+    assert "Welch" in report and "test window" in report
+    for figure in ("learning_curves.png", "violations_by_bus.png"):
+        assert (out / figure).stat().st_size > 0
