@@ -74,8 +74,15 @@ def _cmd_scenario(args: argparse.Namespace) -> int:
     if args.scenario_cmd == "diagnose":
         from peergrid.scenarios.diagnose import diagnose, format_diagnosis
 
-        result = diagnose(load_scenario(args.file), days=args.days)
-        print(json.dumps(result, indent=2) if args.json else format_diagnosis(result))
+        from peergrid.scenarios.loader import WINDOWS
+
+        scenario = load_scenario(args.file)
+        windows = WINDOWS if args.window == "all" else (args.window,)
+        results = {w: diagnose(scenario, days=args.days, window=w) for w in windows}
+        if args.json:
+            print(json.dumps(results, indent=2))
+        else:
+            print("\n\n".join(format_diagnosis(r) for r in results.values()))
         return 0
     scenario = load_scenario(args.file)
     if args.scenario_cmd == "check":
@@ -307,10 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (("check", "validate a scenario"), ("show", "print it fully resolved")):
         x = ssub.add_parser(name, help=text)
         x.add_argument("file")
-    dg = ssub.add_parser("diagnose", help="violations and line loadings over the window with "
+    dg = ssub.add_parser("diagnose", help="violations and line loadings over each window with "
                          "the community's injections, with none, and with PV alone")
     dg.add_argument("file")
-    dg.add_argument("--days", type=int, default=None, help="override the scenario's days")
+    dg.add_argument("--window", choices=("all", "train", "validation", "test"), default="all",
+                    help="which window (default: all three)")
+    dg.add_argument("--days", type=int, default=None, help="only the window's first days")
     dg.add_argument("--json", action="store_true")
     sc.set_defaults(func=_cmd_scenario)
     return p

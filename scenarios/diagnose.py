@@ -1,7 +1,8 @@
 """`peergrid scenario diagnose`: is the feeder's trouble caused by the agents?
 
-Before a penalty or an optimum is trusted, three power flows of every round of the
-scenario window answer what a power-systems reviewer asks first:
+Before a penalty or an optimum is trusted, three power flows of every round of each
+window the scenario uses (training, validation, test) answer what a power-systems
+reviewer asks first:
 
 * **community**: the agents' own injections with the ``nop2p`` policy (battery idle,
   inverters at unity power factor): load minus PV, the load's reactive power;
@@ -20,9 +21,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from peergrid.grid.feeders import base_loads
 from peergrid.scenarios.community import Community
+from peergrid.scenarios.loader import in_window
+from peergrid.scenarios.report import bus_violations
 from peergrid.scenarios.schema import Scenario
 
 
@@ -56,11 +60,9 @@ def _case(name: str, community: Community, p_kw: np.ndarray, q_kvar: np.ndarray,
           vm_min: float, vm_max: float) -> CaseResult:
     solver = community.grid.solver
     vm, loading, converged = _solve_all(solver, p_kw, q_kvar)
-    buses = sorted(set(solver.node_bus), key=solver.node_bus.index)
-    member = np.array([[nb == b for nb in solver.node_bus] for b in buses])  # (buses, nodes)
-    over = (vm > vm_max)[:, None, :] & member[None]
-    under = (vm < vm_min)[:, None, :] & member[None]
-    over_bus, under_bus = over.any(2), under.any(2)  # (rounds, buses)
+    table = pd.DataFrame(vm, columns=[f"vm_pu.{n}" for n in solver.node_names])
+    buses, over_bus, under_bus = bus_violations(table, vm_min, vm_max,
+                                                solver.topology.bus_groups())
     hours = community.hours[:len(vm)]
     return CaseResult(
         name=name,
@@ -79,9 +81,11 @@ def _case(name: str, community: Community, p_kw: np.ndarray, q_kvar: np.ndarray,
     )
 
 
-def diagnose(scenario: Scenario, days: int | None = None) -> dict[str, Any]:
-    """The three cases over the scenario window, and the community's size."""
-    community = Community(scenario, days=days)
+def diagnose(scenario: Scenario, days: int | None = None, window: str = "test"
+             ) -> dict[str, Any]:
+    """The three cases over one of the scenario's windows (``loader.WINDOWS``), and the
+    community's size."""
+    community = Community(in_window(scenario, window), days=days)
     n = community.n_rounds
     agents = community.agent_ids
     shares = community.grid.node_shares(agents)  # (nodes, agents)
@@ -99,7 +103,7 @@ def diagnose(scenario: Scenario, days: int | None = None) -> dict[str, Any]:
     design_kw = sum(p for p, _ in base_loads(f.name).values())
     return {
         "scenario": scenario.scenario.id, "feeder": f.name, "model": f.model,
-        "start": community.start.isoformat(), "days": community.days,
+        "window": window, "start": community.start.isoformat(), "days": community.days,
         "design_load_kw": design_kw,
         "community_peak_kw": float(load.sum(0).max()),
         "community_peak_over_design": float(load.sum(0).max() / design_kw),
@@ -111,7 +115,8 @@ def diagnose(scenario: Scenario, days: int | None = None) -> dict[str, Any]:
 
 def format_diagnosis(d: dict[str, Any]) -> str:
     lines = [
-        f"{d['scenario']} on {d['feeder']} ({d['model']}), {d['days']} days from {d['start']}",
+        f"{d['scenario']} on {d['feeder']} ({d['model']}), {d['window']} window: "
+        f"{d['days']} days from {d['start']}",
         f"  community peak load {d['community_peak_kw']:,.0f} kW = "
         f"{d['community_peak_over_design']:.2f} x the feeder's design load "
         f"({d['design_load_kw']:,.0f} kW); PV {d['pv_kwp']:,.0f} kWp, peak output "

@@ -120,6 +120,27 @@ def _placement_checks(s: Scenario) -> list[str]:
     return problems
 
 
+WINDOWS = ("train", "validation", "test")
+"""The windows a scenario uses: training days, the validation window (tuning, model
+selection) and the test window ``[scenario]`` every report is measured on."""
+
+
+def scenario_windows(s: Scenario) -> list[tuple[dt.date, int]]:
+    """(first day, days) of every window, in ``WINDOWS`` order."""
+    a = s.algo
+    return [(a.train_start, a.train_days), (a.validation_start, a.validation_days),
+            (s.scenario.start, s.scenario.days)]
+
+
+def in_window(s: Scenario, window: str) -> Scenario:
+    """The scenario with its ``[scenario]`` window replaced by one of ``WINDOWS``."""
+    if window not in WINDOWS:
+        raise ValueError(f"window = {window!r}: one of {', '.join(WINDOWS)}")
+    start, days = scenario_windows(s)[WINDOWS.index(window)]
+    meta = s.scenario.model_copy(update={"start": start, "days": days})
+    return s.model_copy(update={"scenario": meta})
+
+
 def parse_scenario(data: dict[str, Any], source: str) -> Scenario:
     """Validate a scenario already read into a dict (from TOML or elsewhere)."""
     try:
@@ -133,7 +154,7 @@ def parse_scenario(data: dict[str, Any], source: str) -> Scenario:
         try:
             meta = scenario.scenario
             agents = place_agents(scenario.feeder.name, scenario.placement, meta.seed,
-                                  meta.start, meta.days, meta.step_min)
+                                  scenario_windows(scenario), meta.step_min)
         except ValueError as err:
             raise ScenarioError(source, [f"placement.{err}"]) from None
         scenario = scenario.model_copy(update={"agents": agents})

@@ -6,10 +6,11 @@ buses), each standing for the load the feeder's own data put there:
 
 * ``load_peak_kw`` = ``load_scale`` × the bus's base load (the feeder designer's
   peak), power factor from the base load's P and Q; ``load_scale = "design_peak"``
-  scales every agent alike so that the community's coincident peak over the scenario
-  window equals the feeder's design load (the sum of its base loads): household
-  profiles are normalised to their annual peak, so without it a summer community is a
-  fraction of the load the feeder was built for;
+  scales every agent alike so that the community's coincident peak over every window
+  the scenario uses (training, validation, test) equals the feeder's design load (the
+  sum of its base loads): household profiles are normalised to their annual peak, so
+  without it a summer community is a fraction of the load the feeder was built for,
+  and calibrating on one window alone overloads the others;
 * ``load_profile`` drawn uniformly from ``load_profiles``;
 * a ``pv_share`` of the agents (seeded) get PV of ``pv_kwp_per_peak_kw`` × peak with a
   profile drawn from ``pv_profiles``; a ``battery_share`` of those PV agents get a
@@ -31,16 +32,33 @@ from peergrid.scenarios.schema import AgentConfig, PlacementConfig
 from peergrid.scenarios.seeding import stream
 
 
-def design_peak_scale(agents: list[AgentConfig], design_kw: float, start: dt.date, days: int,
+Window = tuple[dt.date, int]
+"""(first day, days)."""
+
+
+def community_peak_kw(agents: list[AgentConfig], windows: list[Window], step_min: int
+                      ) -> float:
+    """The community's highest coincident round load over the windows."""
+    peaks = []
+    for start, days in windows:
+        total = sum(a.load_peak_kw * profiles.window(
+            profiles.load_factor(a.load_profile, step_min), start, days) for a in agents)
+        peaks.append(float(np.nanmax(total)))
+    return max(peaks)
+
+
+def design_peak_scale(agents: list[AgentConfig], design_kw: float, windows: list[Window],
                       step_min: int) -> float:
     """The factor on every agent's load that makes the community's coincident peak round
-    load over the window equal ``design_kw``."""
-    total = sum(a.load_peak_kw * profiles.window(profiles.load_factor(a.load_profile, step_min),
-                                                 start, days) for a in agents)
-    return design_kw / float(np.max(total))
+    load over the windows equal ``design_kw``."""
+    peak = community_peak_kw(agents, windows, step_min)
+    if not (math.isfinite(peak) and peak > 0):
+        raise ValueError(f"load_scale = 'design_peak': the community's peak load over "
+                         f"{windows} is {peak}; cannot scale it to {design_kw} kW")
+    return design_kw / peak
 
 
-def place_agents(feeder: str, rule: PlacementConfig, seed: int, start: dt.date, days: int,
+def place_agents(feeder: str, rule: PlacementConfig, seed: int, windows: list[Window],
                  step_min: int) -> list[AgentConfig]:
     loads = base_loads(feeder)
     buses = [b for b, (p_kw, _) in loads.items() if p_kw > 0]
@@ -73,7 +91,7 @@ def place_agents(feeder: str, rule: PlacementConfig, seed: int, start: dt.date, 
         ))
     if rule.load_scale != "design_peak":
         return agents
-    scale = design_peak_scale(agents, sum(p for p, _ in loads.values()), start, days, step_min)
+    scale = design_peak_scale(agents, sum(p for p, _ in loads.values()), windows, step_min)
     return [a.model_copy(update={
         k: round(getattr(a, k) * scale, 6) for k in
         ("load_peak_kw", "pv_kwp", "battery_kwh", "battery_kw", "pv_inverter_kva",

@@ -57,7 +57,10 @@ def _read(kind: str) -> pd.DataFrame:
 
 
 def _per_step(series: pd.Series, step_min: int) -> pd.Series:
-    return series.resample(f"{step_min}min").mean()
+    """Round averages. The profiles' timestamps are local time: the hour the spring
+    clock change skips (27 March 02:00) has no values and is interpolated from its
+    neighbours; the autumn hour that occurs twice is averaged with itself."""
+    return series.resample(f"{step_min}min").mean().interpolate(limit_area="inside")
 
 
 @functools.cache

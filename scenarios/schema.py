@@ -46,11 +46,11 @@ class FeederConfig(_Section):
         description="Feeder: ieee13 (IEEE 13-node), case33bw (Baran-Wu 33-bus), "
         "dickert_lv (Dickert LV residential feeder, 120 load buses). See docs/feeder.md.",
     )
-    model: Literal["per_phase", "balanced"] = Field(
-        default="balanced",
+    model: Literal["per_phase", "balanced"] | None = Field(
+        default=None,
         description="per_phase: every phase a node, the published phase impedance matrices, "
-        "one- and two-phase laterals as they are (ieee13 only; its default); balanced: the "
-        "positive-sequence equivalent (the default of the other feeders).",
+        "one- and two-phase laterals as they are (ieee13 only); balanced: the "
+        "positive-sequence equivalent. Default: per_phase on ieee13, balanced on the others.",
     )
     capacitors: bool = Field(
         default=False,
@@ -239,8 +239,9 @@ class PlacementConfig(_Section):
     load_scale: float | Literal["design_peak"] = Field(
         default="design_peak",
         description="Agent's annual peak load = load_scale x the bus's base load; "
-        "\"design_peak\": the scale at which the community's coincident peak over the "
-        "[scenario] window equals the feeder's design load (docs/feeder.md).",
+        "\"design_peak\": the scale at which the community's coincident peak over every "
+        "window the scenario uses (training, validation and [scenario]) equals the "
+        "feeder's design load (docs/feeder.md).",
     )
     load_profiles: list[str] = Field(
         default=DEFAULT_LOAD_PROFILES, min_length=1,
@@ -388,10 +389,10 @@ class AlgoConfig(_Section):
         "(centralised critic, team reward), maddpg.",
     )
     train_start: dt.date = Field(
-        default=dt.date(2016, 5, 9), description="First day of the training window.")
+        default=dt.date(2016, 4, 11), description="First day of the training window.")
     train_days: int = Field(default=21, ge=1, le=366, description="Days in the training window.")
     validation_start: dt.date = Field(
-        default=dt.date(2016, 5, 30),
+        default=dt.date(2016, 5, 2),
         description="First day of the validation window (tuning, model selection).")
     validation_days: int = Field(default=7, ge=1, le=366,
                                  description="Days in the validation window.")

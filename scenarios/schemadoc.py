@@ -41,6 +41,11 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
 def _type_name(annotation: Any) -> str:
     if get_origin(annotation) is Literal:
         return " \\| ".join(f"`{a!r}`" for a in get_args(annotation))
+    args = get_args(annotation)
+    if type(None) in args:  # X | None: the values of X, or left out
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) == 1:
+            return _type_name(rest[0]) + " (optional)"
     text = getattr(annotation, "__name__", None) or str(annotation)
     return text.replace("typing.", "").replace("datetime.", "").replace("|", "\\|")
 

@@ -48,6 +48,7 @@ from peergrid.scenarios.report import grid_violations
 from peergrid.scenarios.community import prosumer_spec
 from peergrid.scenarios.env import PeerGridEnv
 from peergrid.scenarios.errors import ScenarioError
+from peergrid.scenarios.loader import in_window
 from peergrid.scenarios.logs import RunWriter, read_manifest, write_manifest
 from peergrid.scenarios.schema import ALGORITHMS, Scenario
 from peergrid.scenarios.seeding import stream
@@ -91,8 +92,7 @@ def shared_seed(seed: int) -> int:
 
 
 def training_window(s: Scenario) -> Scenario:
-    meta = s.scenario.model_copy(update={"start": s.algo.train_start, "days": s.algo.train_days})
-    return s.model_copy(update={"scenario": meta})
+    return in_window(s, "train")
 
 
 def reward_scales(s: Scenario, algo: str = "ippo") -> dict[str, float]:
@@ -261,7 +261,8 @@ def window_metrics(records: list[RoundRecord], grid_rows: list[dict], s: Scenari
         "community_cost": float(df.payment.sum()),
         "voltage_penalty": float(df.voltage_penalty.sum()),
         "line_penalty": float(df.line_penalty.sum()),
-        **grid_violations(grid, s.feeder.vm_min_pu, s.feeder.vm_max_pu, per_bus=detail),
+        **grid_violations(grid, s.feeder.vm_min_pu, s.feeder.vm_max_pu, per_bus=detail,
+                          feeder=s.feeder.name),
         "p2p_kwh": float(df.p2p_sold_kwh.sum()),
         "curtailed_kwh": float(df.curtailed_kw.sum() * s.scenario.step_min / 60.0),
         **{f"reward.{a}": float(v) for a, v in per_agent.reward.sum().items()},
@@ -312,9 +313,7 @@ class _Csv:
 
 
 def validation_window(s: Scenario) -> Scenario:
-    meta = s.scenario.model_copy(update={"start": s.algo.validation_start,
-                                         "days": s.algo.validation_days})
-    return s.model_copy(update={"scenario": meta})
+    return in_window(s, "validation")
 
 
 def window_problems(s: Scenario) -> list[str]:
