@@ -46,7 +46,10 @@ class GridOperator:
                    if n not in self._node_pos}
         if unknown:
             raise ValueError(f"agents connected to nodes the feeder does not have: {unknown}")
-        self._node_bus = dict(zip(solver.node_names, solver.node_bus, strict=True))
+        groups = solver.topology.bus_groups()
+        self._node_group = {n: groups[b] for n, b in zip(solver.node_names, solver.node_bus,
+                                                        strict=True)}
+        self._payers = solver.topology.voltage_payers(self.agent_bus)
         self._downstream = dict(zip(solver.line_names, solver.topology.downstream_buses(),
                                     strict=True))
         self.last_result: PowerFlowResult | None = None
@@ -94,8 +97,8 @@ class GridOperator:
                            strict=True))
         export_kw = {a: 0.0 for a in self.agent_bus}
         export_kw.update({a: b.surplus_kwh / self.dt_h for a, b in bids.items()})
-        penalties = allocate(self.rule, vm, self._node_bus, loading, self._downstream,
-                             self.agent_bus, export_kw, result.converged)
+        penalties = allocate(self.rule, vm, self._node_group, loading, self._downstream,
+                             self.agent_bus, export_kw, result.converged, self._payers)
         self.last_penalties = penalties
         lp = result.line_loading_pct
         return GridSignal(

@@ -4,12 +4,15 @@ The paper adds a (fictitious) penalty to the agents' rewards when the feeder lea
 limits. Each violation is charged once per round and split among the agents that can
 be held to account for it:
 
-* **voltage**: at each bus, the worst phase's excursion above ``vm_max_pu`` (over) and
-  below ``vm_min_pu`` (under), times ``voltage_penalty_per_pu``. Over-voltage is shared
-  among the agents at that bus in proportion to their export, under-voltage in
-  proportion to their import (the injections that push the voltage that way); if none
-  of them injects in that direction, equally among them. A violation at a bus without
-  agents is not charged (it is reported as unallocated).
+* **voltage**: at each electrical node (a bus, or buses fused by a closed switch,
+  ``FeederTopology.bus_groups``), the worst phase's excursion above ``vm_max_pu``
+  (over) and below ``vm_min_pu`` (under), times ``voltage_penalty_per_pu``, charged to
+  the node's payers (``FeederTopology.voltage_payers``): the agents at it; at a node
+  without agents, the agents downstream of it; at a dead end without agents, those
+  downstream of its nearest upstream node. Over-voltage is shared among them in
+  proportion to their export, under-voltage in proportion to their import (the
+  injections that push the voltage that way); if none of them injects in that
+  direction, equally among them.
 * **line**: on each line, the worst conductor's loading above 100 % (in pu of the
   rating) times ``line_penalty_per_pu``, shared among the agents downstream of the line
   (whose power flows through it on a radial feeder) in proportion to their export if
@@ -99,9 +102,13 @@ def bus_violations(vm_by_node: Mapping[str, float], node_bus: Mapping[str, str],
 def allocate(rule: PenaltyRule, vm_by_node: Mapping[str, float], node_bus: Mapping[str, str],
              loading_pct: Mapping[str, float], downstream: Mapping[str, frozenset[str]],
              agent_bus: Mapping[str, str], export_kw: Mapping[str, float],
-             converged: bool = True) -> Penalties:
+             converged: bool = True,
+             payers: Mapping[str, Sequence[str]] | None = None) -> Penalties:
     """Each agent's voltage and line penalty for one round.
 
+    ``node_bus`` maps each node to its electrical node (bus or fused buses), ``payers``
+    each electrical node to the agents charged for its violations (default: the agents
+    whose bus it is; a node without payers is reported as unallocated).
     ``loading_pct`` and ``downstream`` are keyed by line name; ``export_kw`` is each
     agent's net injection at its meter (> 0 export, < 0 import).
     """
@@ -112,9 +119,11 @@ def allocate(rule: PenaltyRule, vm_by_node: Mapping[str, float], node_bus: Mappi
                          dict(zero))
     exports = {a: max(export_kw[a], 0.0) for a in agents}
     imports = {a: max(-export_kw[a], 0.0) for a in agents}
-    at_bus: dict[str, list[str]] = {}
-    for a, b in agent_bus.items():
-        at_bus.setdefault(b, []).append(a)
+    if payers is None:
+        at_bus: dict[str, list[str]] = {}
+        for a, b in agent_bus.items():
+            at_bus.setdefault(b, []).append(a)
+        payers = at_bus
 
     voltage, v_lost = dict(zero), 0.0
     for bus, (over, under) in bus_violations(vm_by_node, node_bus, rule.vm_min_pu,
@@ -123,7 +132,7 @@ def allocate(rule: PenaltyRule, vm_by_node: Mapping[str, float], node_bus: Mappi
             charge = rule.voltage_penalty_per_pu * amount
             if charge <= 0:
                 continue
-            members = at_bus.get(bus, [])
+            members = payers.get(bus, [])
             if rule.scope == "feeder" or not members:
                 v_lost += charge
                 continue

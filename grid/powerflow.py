@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -37,6 +38,52 @@ class FeederTopology:
     """Every closed branch between two buses: lines, transformers, bus-bus switches."""
     line_ends: tuple[tuple[str, str], ...]
     """(from bus, to bus) of each line, in ``line_names`` order."""
+    fused: tuple[tuple[str, str], ...] = ()
+    """Closed bus-bus switches: the buses they join are one electrical node."""
+
+    def bus_groups(self) -> dict[str, str]:
+        """Each bus's electrical node: buses joined by closed switches are one, named by
+        its buses in feeder order joined with "/" (IEEE 13: "671/692")."""
+        graph = nx.Graph()
+        graph.add_nodes_from(self._buses())
+        graph.add_edges_from(self.fused)
+        order = {b: i for i, b in enumerate(self._buses())}
+        out = {}
+        for members in nx.connected_components(graph):
+            name = "/".join(sorted(members, key=order.__getitem__))
+            out.update({b: name for b in members})
+        return {b: out[b] for b in self._buses()}
+
+    def _buses(self) -> list[str]:
+        return list(dict.fromkeys([self.slack_bus, *(b for e in self.edges for b in e)]))
+
+    def voltage_payers(self, agent_bus: Mapping[str, str]) -> dict[str, tuple[str, ...]]:
+        """Per electrical node (``bus_groups``), the agents a voltage violation there is
+        charged to: the agents at it; at a node without agents, the agents downstream
+        of it (their power flows through it: on a radial feeder its voltage is theirs
+        to move); at a dead end without agents, those of its nearest upstream node that
+        has any downstream."""
+        groups = self.bus_groups()
+        graph = nx.Graph(self.edges)
+        tree = nx.bfs_tree(graph, self.slack_bus)
+        below = {b: {b, *nx.descendants(tree, b)} for b in graph.nodes}
+        agents_at: dict[str, list[str]] = {}
+        for a, b in agent_bus.items():
+            agents_at.setdefault(groups[b], []).append(a)
+        out: dict[str, tuple[str, ...]] = {}
+        for group in dict.fromkeys(groups.values()):
+            members = [b for b, g in groups.items() if g == group]
+            payers = agents_at.get(group, [])
+            node = members[0]
+            while not payers:
+                covered = set().union(*(below[b] for b in members))
+                payers = [a for a, b in agent_bus.items() if b in covered]
+                if node == self.slack_bus:
+                    break
+                node = next(iter(tree.predecessors(node)))
+                members = [b for b, g in groups.items() if g == groups[node]]
+            out[group] = tuple(payers)
+        return out
 
     def downstream_buses(self) -> list[frozenset[str]]:
         """Per line, the buses it separates from the slack: on a radial feeder, every
@@ -71,18 +118,23 @@ def line_names(net: pp.pandapowerNet) -> list[str]:
             for i, n in zip(net.line.index, net.line.name, strict=True)]
 
 
-def topology_of(net: pp.pandapowerNet) -> FeederTopology:
+def topology_of(net: pp.pandapowerNet, with_trafos: bool = False) -> FeederTopology:
     """The bus graph of a pandapower feeder (in-service lines and transformers, closed
-    bus-bus switches) and its slack bus."""
+    bus-bus switches) and its slack bus; the rated branches are its lines, and with
+    ``with_trafos`` its transformers after them."""
     name = net.bus.name.astype(str)
     edges = [(name.at[r.from_bus], name.at[r.to_bus]) for r in net.line.itertuples()
              if r.in_service]
     edges += [(name.at[r.hv_bus], name.at[r.lv_bus]) for r in net.trafo.itertuples()
               if r.in_service]
-    edges += [(name.at[r.bus], name.at[r.element]) for r in net.switch.itertuples()
-              if r.et == "b" and r.closed]
-    ends = tuple((name.at[r.from_bus], name.at[r.to_bus]) for r in net.line.itertuples())
-    return FeederTopology(str(name.at[int(net.ext_grid.bus.iloc[0])]), tuple(edges), ends)
+    fused = [(name.at[r.bus], name.at[r.element]) for r in net.switch.itertuples()
+             if r.et == "b" and r.closed]
+    edges += fused
+    ends = [(name.at[r.from_bus], name.at[r.to_bus]) for r in net.line.itertuples()]
+    if with_trafos:
+        ends += [(name.at[r.hv_bus], name.at[r.lv_bus]) for r in net.trafo.itertuples()]
+    return FeederTopology(str(name.at[int(net.ext_grid.bus.iloc[0])]), tuple(edges),
+                          tuple(ends), tuple(fused))
 
 
 class PandapowerSolver:
@@ -129,8 +181,9 @@ class PandapowerPhaseSolver:
         self.bus_names = [str(n) for n in self.net.bus.name]
         self.node_names = [f"{b}.{p}" for b in self.bus_names for p in "abc"]
         self.node_bus = [n.split(".")[0] for n in self.node_names]
-        self.line_names = line_names(self.net)
-        self.topology = topology_of(self.net)
+        # lines, then transformers: the rated branches, as in ThreePhaseSolver
+        self.line_names = line_names(self.net) + [str(n) for n in self.net.trafo.name]
+        self.topology = topology_of(self.net, with_trafos=True)
         self._load_idx = np.array(
             [pp.create_asymmetric_load(self.net, bus, name=f"agents@{name}")
              for bus, name in zip(self.net.bus.index, self.bus_names, strict=True)])
@@ -151,9 +204,10 @@ class PandapowerPhaseSolver:
         except pp.LoadflowNotConverged:
             logger.warning("three-phase power flow did not converge")
             nan = np.full(n, np.nan)
-            return PowerFlowResult(False, nan, nan.copy(), np.full(len(self.net.line), np.nan))
+            return PowerFlowResult(False, nan, nan.copy(), np.full(len(self.line_names), np.nan))
         res = self.net.res_bus_3ph
         vm = np.column_stack([res[f"vm_{ph}_pu"] for ph in "abc"]).reshape(-1)
         va = np.column_stack([res[f"va_{ph}_degree"] for ph in "abc"]).reshape(-1)
-        return PowerFlowResult(True, vm, va,
-                               self.net.res_line_3ph.loading_percent.to_numpy(copy=True))
+        loading = np.concatenate([self.net.res_line_3ph.loading_percent.to_numpy(),
+                                  self.net.res_trafo_3ph.loading_percent.to_numpy()])
+        return PowerFlowResult(True, vm, va, loading)

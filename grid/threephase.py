@@ -76,10 +76,16 @@ class PhaseFeeder:
     def node_names(self) -> list[str]:
         return [f"{b}.{p}" for b, phases in self.bus_phases.items() for p in phases]
 
+    def rated_branches(self) -> list[PhaseBranch]:
+        """The branches whose loading is monitored (and charged): lines, then
+        transformers, in that order (a branch without a rating reads 0 %)."""
+        return [*self.lines, *self.transformers]
+
     def topology(self) -> FeederTopology:
         edges = [(br.from_bus, br.to_bus) for br in (*self.lines, *self.transformers)]
         return FeederTopology(self.slack_bus, tuple(edges + list(self.switches)),
-                              tuple((br.from_bus, br.to_bus) for br in self.lines))
+                              tuple((br.from_bus, br.to_bus) for br in self.rated_branches()),
+                              tuple(self.switches))
 
 
 class ThreePhaseSolver:
@@ -92,7 +98,8 @@ class ThreePhaseSolver:
         self.node_names = feeder.node_names()
         self.node_bus = [n.split(".")[0] for n in self.node_names]
         self.bus_names = list(feeder.bus_phases)
-        self.line_names = [br.name for br in feeder.lines]
+        self.line_names = [br.name for br in feeder.rated_branches()]
+        """Every rated branch: the lines, then the transformers."""
         self.topology = feeder.topology()
         self.base_mva = feeder.base_mva
 
@@ -140,7 +147,7 @@ class ThreePhaseSolver:
 
         # conductor currents of each line at both ends: rows of (Yf, Yt), line of each row
         rows_f, rows_t, scale, owner = [], [], [], []
-        for k, br in enumerate(feeder.lines):
+        for k, br in enumerate(feeder.rated_branches()):
             ends = np.concatenate([idx(br.from_bus, br.phases), idx(br.to_bus, br.phases)])
             m = len(br.phases)
             rows = np.zeros((2 * m, n), dtype=complex)

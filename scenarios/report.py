@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from peergrid.grid.feeders import bus_groups
 from peergrid.scenarios.logs import read_manifest, read_records, read_table
 
 
@@ -17,14 +19,17 @@ def node_bus(column: str) -> str:
     return column.removeprefix("vm_pu.").split(".")[0]
 
 
-def bus_violations(grid: pd.DataFrame, vm_min_pu: float, vm_max_pu: float
+def bus_violations(grid: pd.DataFrame, vm_min_pu: float, vm_max_pu: float,
+                   groups: Mapping[str, str] | None = None
                    ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(buses, over, under): (rounds x buses) masks of a bus above / below the limits
-    in a round, whichever of its phases is out."""
+    in a round, whichever of its phases is out. With ``groups`` (bus -> electrical node,
+    ``grid.feeders.bus_groups``), buses fused by a switch count once."""
     cols = [c for c in grid.columns if c.startswith("vm_pu.")]
     vm = grid[cols].to_numpy(dtype=float)
-    buses = list(dict.fromkeys(node_bus(c) for c in cols))
-    bus_of = np.array([buses.index(node_bus(c)) for c in cols])
+    group = (lambda b: groups.get(b, b)) if groups else (lambda b: b)
+    buses = list(dict.fromkeys(group(node_bus(c)) for c in cols))
+    bus_of = np.array([buses.index(group(node_bus(c))) for c in cols])
 
     def per_bus(mask: np.ndarray) -> np.ndarray:
         out = np.zeros((mask.shape[0], len(buses)), dtype=bool)
@@ -36,14 +41,16 @@ def bus_violations(grid: pd.DataFrame, vm_min_pu: float, vm_max_pu: float
 
 
 def grid_violations(grid: pd.DataFrame, vm_min_pu: float, vm_max_pu: float,
-                    per_bus: bool = False) -> dict[str, Any]:
+                    per_bus: bool = False, feeder: str | None = None) -> dict[str, Any]:
     """Limit violations over a grid table (grid.jsonl rows): rounds with any node out of
     limits (or no converged power flow), over- and under-voltage separately, in rounds
-    and in bus-rounds (a bus counts once per round whichever of its phases is out), the
-    voltage range and the highest line loading; with ``per_bus``, each bus's over- and
-    under-voltage rounds too (``over_rounds.<bus>``, ``under_rounds.<bus>``)."""
+    and in bus-rounds (a bus counts once per round whichever of its phases is out, and
+    buses fused by a switch of ``feeder`` count as one), the voltage range and the
+    highest line loading; with ``per_bus``, each bus's over- and under-voltage rounds
+    too (``over_rounds.<bus>``, ``under_rounds.<bus>``)."""
     vm = grid[[c for c in grid.columns if c.startswith("vm_pu.")]].to_numpy(dtype=float)
-    buses, over, under = bus_violations(grid, vm_min_pu, vm_max_pu)
+    groups = bus_groups(feeder) if feeder else None
+    buses, over, under = bus_violations(grid, vm_min_pu, vm_max_pu, groups)
     failed = ~grid.converged.to_numpy(dtype=bool)
     loading = grid.max_line_loading_pct.to_numpy(dtype=float)
     return {
@@ -107,7 +114,8 @@ def summarize(run_dir: str | Path) -> dict[str, Any]:
         "pv_kwh": float(per_agent.pv_kwh.sum()),
         "curtailed_kwh": float(per_agent.curtailed_kwh.sum()),
         "self_sufficiency": float(1 - per_agent.grid_import_kwh.sum() / load) if load else None,
-        **grid_violations(grid, feeder["vm_min_pu"], feeder["vm_max_pu"]),
+        **grid_violations(grid, feeder["vm_min_pu"], feeder["vm_max_pu"],
+                          feeder=feeder["name"]),
         "agent_penalty_rounds": int(per_agent.voltage_penalty_rounds.sum()),
     }
     return {"community": community, "agents": per_agent.reset_index().to_dict(orient="records")}

@@ -102,3 +102,47 @@ def test_an_agent_sees_its_phase_farthest_from_the_middle_of_the_band():
     vm = {"671.a": 1.01, "671.b": 0.96, "671.c": 1.045}
     assert observed_voltage(vm, ["671.a", "671.b", "671.c"], 0.95, 1.05) == 1.045
     assert observed_voltage(vm, ["671.b"], 0.95, 1.05) == 0.96
+
+
+# ---- who pays at fused buses and at buses without agents -----------------------------
+
+def _small_feeder():
+    from peergrid.grid.powerflow import FeederTopology
+
+    # s - b1 - b2 - b3 (= b5 by a closed switch); b2 - b4 (a dead end); agents x at b3,
+    # y at b5, z at b1
+    edges = (("s", "b1"), ("b1", "b2"), ("b2", "b3"), ("b2", "b4"), ("b3", "b5"))
+    return FeederTopology("s", edges, edges[:4], fused=(("b3", "b5"),))
+
+
+def test_buses_fused_by_a_switch_are_one_node_charged_once():
+    topo = _small_feeder()
+    groups = topo.bus_groups()
+    assert groups["b3"] == groups["b5"] == "b3/b5"
+    agent_bus = {"x": "b3", "y": "b5", "z": "b1"}
+    payers = topo.voltage_payers(agent_bus)
+    assert payers["b3/b5"] == ("x", "y")
+    nodes = {"b3": 1.07, "b5": 1.07, "b1": 1.0, "b2": 1.0, "b4": 1.0, "s": 1.0}
+    got = allocate(RULE, nodes, {n: groups[n] for n in nodes}, {}, {}, agent_bus,
+                   {"x": 100.0, "y": 100.0, "z": 0.0}, payers=payers)
+    assert got.voltage == pytest.approx({"x": 10.0, "y": 10.0, "z": 0.0})  # 0.02 pu once
+
+
+def test_a_bus_without_agents_is_charged_to_those_downstream_or_of_the_nearest_upstream():
+    topo = _small_feeder()
+    payers = topo.voltage_payers({"x": "b3", "y": "b5", "z": "b1"})
+    assert payers["b2"] == ("x", "y")  # their power flows through b2
+    assert payers["b4"] == ("x", "y")  # a dead end: b2's downstream agents
+    assert set(payers["s"]) == {"x", "y", "z"}
+
+
+def test_on_ieee13_every_violation_has_someone_to_pay_for_it():
+    from peergrid.grid.feeders.ieee13 import phase_feeder
+    from peergrid.scenarios.loader import load_scenario
+
+    s = load_scenario("ieee13")
+    topo = phase_feeder("kersting").topology()
+    payers = topo.voltage_payers({a.id: a.bus for a in s.agents})
+    assert all(payers.values())
+    assert payers["671/692"] == ("a07", "a08", "a09", "a12")
+    assert set(payers["684"]) == {"a05", "a13"}

@@ -64,6 +64,15 @@ def bus_phases(name: str, per_phase: bool = True) -> dict[str, str]:
 
 
 @cache
+def bus_groups(name: str) -> dict[str, str]:
+    """Each bus's electrical node (buses joined by closed switches are one, e.g. IEEE 13's
+    "671/692"): where a voltage violation is counted and charged once."""
+    from peergrid.grid.powerflow import topology_of
+
+    return topology_of(build_feeder(name)).bus_groups()
+
+
+@cache
 def feeder_buses(name: str) -> tuple[str, ...]:
     """Bus names of a feeder in network order."""
     return tuple(str(b) for b in build_feeder(name).bus.name)

@@ -92,6 +92,7 @@ CAPACITORS_KVAR = {"675": 600, "611": 100}
 BUSES = ["650", "632", "633", "634", "645", "646", "670", "671", "680", "684",
          "611", "652", "692", "675"]
 BUS_KV = {b: (0.48 if b == "634" else 4.16) for b in BUSES}
+XFM1_KVA = 500.0
 # Spot loads per phase as published: bus -> (connection, model, {phase(s): (kW, kvar)});
 # "ab" is the delta branch a-b. The distributed load of 632-671 is lumped at 670.
 SPOT_LOADS_PER_PHASE: dict[str, tuple[str, str, dict[str, tuple[float, float]]]] = {
@@ -154,7 +155,7 @@ def build_ieee13(
         )
     # XFM-1: 500 kVA, 4.16 kV Gr.Y / 0.48 kV Gr.Y, R = 1.1 %, X = 2 %.
     pp.create_transformer_from_parameters(
-        net, bus["633"], bus["634"], sn_mva=0.5, vn_hv_kv=4.16, vn_lv_kv=0.48,
+        net, bus["633"], bus["634"], sn_mva=XFM1_KVA / 1000.0, vn_hv_kv=4.16, vn_lv_kv=0.48,
         vkr_percent=1.1, vk_percent=math.hypot(1.1, 2.0), pfe_kw=0.0, i0_percent=0.0,
         name="XFM-1",
     )
@@ -221,10 +222,12 @@ def phase_feeder(lines: str = "kersting", with_capacitors: bool = False,
         z_pu, y_pu = line_impedance_pu(z * miles, b * miles * 1e-6, BUS_KV[frm], base_mva)
         branches.append(PhaseBranch(f"{frm}-{to}", frm, to, phases_of[config], z_pu, y_pu,
                                     _AMPACITY_A[config] / 1000.0))
-    # XFM-1: 500 kVA, Gr.Y-Gr.Y, R = 1.1 %, X = 2 % on its rating, per phase
+    # XFM-1: 500 kVA, Gr.Y-Gr.Y, R = 1.1 %, X = 2 % on its rating, per phase; rated
+    # current on the 4.16 kV side 500 / (sqrt(3) x 4.16) = 69.4 A
     z_trafo = (0.011 + 0.02j) * base_mva / 0.5
     trafo = PhaseBranch("XFM-1", "633", "634", "abc", np.eye(3) * z_trafo,
-                        np.zeros((3, 3), dtype=complex))
+                        np.zeros((3, 3), dtype=complex),
+                        XFM1_KVA / (math.sqrt(3) * BUS_KV["633"]) / 1000.0)
     shunts = {}
     if with_capacitors:
         shunts = {node: 1j * kvar / 1000.0 / (base_mva / 3.0)
@@ -255,7 +258,7 @@ def build_ieee13_sequence(slack_vm_pu: float = 1.0) -> pp.pandapowerNet:
             max_i_ka=_AMPACITY_A[config] / 1000.0, name=f"{frm}-{to}")
     vk = math.hypot(1.1, 2.0)
     pp.create_transformer_from_parameters(
-        net, bus["633"], bus["634"], sn_mva=0.5, vn_hv_kv=4.16, vn_lv_kv=0.48,
+        net, bus["633"], bus["634"], sn_mva=XFM1_KVA / 1000.0, vn_hv_kv=4.16, vn_lv_kv=0.48,
         vkr_percent=1.1, vk_percent=vk, pfe_kw=0.0, i0_percent=0.0, vector_group="YNyn",
         vk0_percent=vk, vkr0_percent=1.1, mag0_percent=1e12, mag0_rx=0.0,
         si0_hv_partial=0.9, name="XFM-1")
