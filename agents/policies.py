@@ -24,7 +24,7 @@ import numpy as np
 
 from peergrid.agents.devices import feasible_range_kw
 from peergrid.agents.prosumer import ProsumerSpec
-from peergrid.agents.spaces import ACTION_DIM
+from peergrid.agents.spaces import ACTION_DIM, OBS
 from peergrid.grid.inverters import volt_watt_pu
 
 Policy = Callable[[np.ndarray], np.ndarray]
@@ -36,8 +36,8 @@ def _battery_kw(spec: ProsumerSpec, dt_h: float, obs: np.ndarray, curtail: float
     b = spec.battery
     if not b.present:
         return 0.0
-    surplus_kw = float(obs[3] * (1.0 - curtail) - obs[2]) * spec.p_ref_kw
-    low, high = feasible_range_kw(b, float(obs[4]), dt_h)
+    surplus_kw = float(obs[OBS["pv"]] * (1.0 - curtail) - obs[OBS["load"]]) * spec.p_ref_kw
+    low, high = feasible_range_kw(b, float(obs[OBS["soc"]]), dt_h)
     return min(max(surplus_kw, low), high)
 
 
@@ -53,10 +53,11 @@ def _action(battery: float = 0.0, bid: float = 0.0, reactive: float = 0.0,
 
 
 def volt_watt_curtail(spec: ProsumerSpec, obs: np.ndarray) -> float:
-    """Share of the PV output the volt-watt curve curtails at the last observed voltage."""
-    pv_kw = float(obs[3]) * spec.p_ref_kw
-    vm = 1.0 + float(obs[10]) / 10.0  # agents.spaces: (vm - 1) x 10
-    p_max = float(volt_watt_pu(vm)) * spec.inverter.pv_kva
+    """Share of the PV output the volt-watt curve curtails at the last observed voltage
+    (the curve's limit is in pu of the PV system's active power rating, its kWp)."""
+    pv_kw = float(obs[OBS["pv"]]) * spec.p_ref_kw
+    vm = 1.0 + float(obs[OBS["last_dv"]]) / 10.0  # agents.spaces: (vm - 1) x 10
+    p_max = float(volt_watt_pu(vm)) * spec.pv_kwp
     return max(pv_kw - p_max, 0.0) / pv_kw if pv_kw > 0 else 0.0
 
 

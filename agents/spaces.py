@@ -34,6 +34,8 @@ OBS_FEATURES = (
     "last_sell_price", "last_buy_price", "last_sdr", "last_dv",
 )
 OBS_DIM = len(OBS_FEATURES)
+OBS = {name: i for i, name in enumerate(OBS_FEATURES)}
+"""Index of each observation feature, for code that reads one (reference policies)."""
 ACTION_FEATURES = ("battery", "bid_share", "reactive", "curtail")
 ACTION_DIM = len(ACTION_FEATURES)
 ACTION_LOW = np.array([-1.0, 0.0, -1.0, 0.0], dtype=np.float32)

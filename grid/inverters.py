@@ -19,8 +19,9 @@ import numpy as np
 VOLT_VAR_CURVE = ((0.92, 0.44), (0.98, 0.0), (1.02, 0.0), (1.08, -0.44))
 """IEEE 1547-2018 category B default: (V pu, Q in pu of the inverter's kVA rating,
 > 0 injected)."""
-VOLT_WATT_CURVE = ((1.06, 1.0), (1.10, 0.0))
-"""IEEE 1547-2018 default volt-watt: (V pu, active power limit in pu of rating)."""
+VOLT_WATT_CURVE = ((1.06, 1.0), (1.10, 0.2))
+"""IEEE 1547-2018 default volt-watt for a DER that cannot absorb active power (PV):
+(V pu, active power limit in pu of its active power rating); P2 = 0.2 at V2 = 1.10."""
 
 
 def volt_var_pu(vm_pu: np.ndarray | float) -> np.ndarray:
@@ -30,7 +31,7 @@ def volt_var_pu(vm_pu: np.ndarray | float) -> np.ndarray:
 
 
 def volt_watt_pu(vm_pu: np.ndarray | float) -> np.ndarray:
-    """Active-power limit of the volt-watt curve, pu of the inverter rating."""
+    """Active-power limit of the volt-watt curve, pu of the active power rating."""
     v, p = zip(*VOLT_WATT_CURVE)
     return np.interp(vm_pu, v, p)
 

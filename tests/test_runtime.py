@@ -187,3 +187,12 @@ def test_volt_var_inverters_settle_on_the_curve_within_their_capability(ieee13_s
                 assert r.q_kvar == pytest.approx(target, abs=0.01)
                 settled += target != 0
     assert settled > 0
+
+
+def test_volt_watt_curve_is_ieee_1547_defaults_for_pv():
+    from peergrid.grid.inverters import volt_watt_pu
+
+    # full output up to 1.06 pu, down linearly to 0.2 of the rating at 1.10 pu (a DER that
+    # cannot absorb active power), flat beyond
+    got = volt_watt_pu(np.array([1.0, 1.06, 1.08, 1.10, 1.2]))
+    assert got == pytest.approx([1.0, 1.0, 0.6, 0.2, 0.2])
