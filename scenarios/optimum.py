@@ -46,7 +46,7 @@ THROUGHPUT_COST = 1e-6
 """Cost per kWh charged or discharged: breaks the tie that would let the LP charge and
 discharge in the same round (the replayed battery takes one net power)."""
 REACTIVE_COST = 1e-4
-"""Cost per kvarh of inverter reactive power (0.1 % of the cheapest energy price): a
+"""Cost per kvarh of inverter reactive power (0.25 % of the cheapest energy price): a
 tie-breaker standing for inverter losses, which keeps the optimum from circulating
 reactive power it does not need (free in a linear model, not in the AC flow)."""
 POLYGON_SIDES = 16
