@@ -45,7 +45,8 @@ class RoundRecord:
     """Voltage at the agent's connection: of its phases, the one farthest from the
     middle of the band."""
     voltage_penalty: float
-    """The agent's share of the voltage-limit penalty at its bus (grid.penalty)."""
+    """The agent's share of the voltage-limit penalties charged to it: at its electrical
+    node and at nodes without agents upstream of it (grid.penalty)."""
     line_penalty: float
     """The agent's share of the overload penalty of lines upstream of it."""
     payment: float

@@ -46,7 +46,8 @@ class GridOperator:
                    if n not in self._node_pos}
         if unknown:
             raise ValueError(f"agents connected to nodes the feeder does not have: {unknown}")
-        groups = solver.topology.bus_groups()
+        self.bus_groups = solver.topology.bus_groups(self.agent_bus.values())
+        groups = self.bus_groups
         self._node_group = {n: groups[b] for n, b in zip(solver.node_names, solver.node_bus,
                                                         strict=True)}
         self._payers = solver.topology.voltage_payers(self.agent_bus)

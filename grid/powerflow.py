@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -41,48 +41,53 @@ class FeederTopology:
     fused: tuple[tuple[str, str], ...] = ()
     """Closed bus-bus switches: the buses they join are one electrical node."""
 
-    def bus_groups(self) -> dict[str, str]:
-        """Each bus's electrical node: buses joined by closed switches are one, named by
-        its buses in feeder order joined with "/" (IEEE 13: "671/692")."""
+    def bus_groups(self, agent_buses: Collection[str] | None = None) -> dict[str, str]:
+        """Each bus's electrical node, named by its buses in feeder order joined with "/".
+
+        Buses joined by closed switches are one node (IEEE 13: 671 and 692). Given the
+        buses agents sit at, a dead-end branch without agents also joins the node it
+        hangs from: no current flows in it, so its voltage is that node's (IEEE 13's
+        680 reads 671's to 1e-7 pu) and its violation is the same violation, counted
+        and charged once ("671/680/692")."""
+        buses = self._buses()
         graph = nx.Graph()
-        graph.add_nodes_from(self._buses())
+        graph.add_nodes_from(buses)
         graph.add_edges_from(self.fused)
-        order = {b: i for i, b in enumerate(self._buses())}
+        if agent_buses is not None:
+            tree = self._tree()
+            occupied = set(agent_buses)
+            for b in buses:
+                if b != self.slack_bus and not occupied & {b, *nx.descendants(tree, b)}:
+                    graph.add_edge(b, next(iter(tree.predecessors(b))))
+        order = {b: i for i, b in enumerate(buses)}
         out = {}
         for members in nx.connected_components(graph):
             name = "/".join(sorted(members, key=order.__getitem__))
             out.update({b: name for b in members})
-        return {b: out[b] for b in self._buses()}
+        return {b: out[b] for b in buses}
 
     def _buses(self) -> list[str]:
         return list(dict.fromkeys([self.slack_bus, *(b for e in self.edges for b in e)]))
 
+    def _tree(self) -> nx.DiGraph:
+        return nx.bfs_tree(nx.Graph(self.edges), self.slack_bus)
+
     def voltage_payers(self, agent_bus: Mapping[str, str]) -> dict[str, tuple[str, ...]]:
-        """Per electrical node (``bus_groups``), the agents a voltage violation there is
-        charged to: the agents at it; at a node without agents, the agents downstream
-        of it (their power flows through it: on a radial feeder its voltage is theirs
-        to move); at a dead end without agents, those of its nearest upstream node that
-        has any downstream."""
-        groups = self.bus_groups()
-        graph = nx.Graph(self.edges)
-        tree = nx.bfs_tree(graph, self.slack_bus)
-        below = {b: {b, *nx.descendants(tree, b)} for b in graph.nodes}
-        agents_at: dict[str, list[str]] = {}
-        for a, b in agent_bus.items():
-            agents_at.setdefault(groups[b], []).append(a)
+        """Per electrical node (``bus_groups`` of the agents' buses), the agents a
+        voltage violation there is charged to: the agents at it; at a node without
+        agents, the agents downstream of it (their power flows through it: on a radial
+        feeder its voltage is theirs to move). Dead ends without agents are part of the
+        node they hang from, so every node has payers if the feeder has agents."""
+        groups = self.bus_groups(agent_bus.values())
+        tree = self._tree()
         out: dict[str, tuple[str, ...]] = {}
         for group in dict.fromkeys(groups.values()):
-            members = [b for b, g in groups.items() if g == group]
-            payers = agents_at.get(group, [])
-            node = members[0]
-            while not payers:
-                covered = set().union(*(below[b] for b in members))
-                payers = [a for a, b in agent_bus.items() if b in covered]
-                if node == self.slack_bus:
-                    break
-                node = next(iter(tree.predecessors(node)))
-                members = [b for b, g in groups.items() if g == groups[node]]
-            out[group] = tuple(payers)
+            members = {b for b, g in groups.items() if g == group}
+            payers = tuple(a for a, b in agent_bus.items() if groups[b] == group)
+            if not payers:
+                below = members.union(*(nx.descendants(tree, b) for b in members))
+                payers = tuple(a for a, b in agent_bus.items() if b in below)
+            out[group] = payers
         return out
 
     def downstream_buses(self) -> list[frozenset[str]]:

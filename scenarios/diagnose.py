@@ -62,7 +62,7 @@ def _case(name: str, community: Community, p_kw: np.ndarray, q_kvar: np.ndarray,
     vm, loading, converged = _solve_all(solver, p_kw, q_kvar)
     table = pd.DataFrame(vm, columns=[f"vm_pu.{n}" for n in solver.node_names])
     buses, over_bus, under_bus = bus_violations(table, vm_min, vm_max,
-                                                solver.topology.bus_groups())
+                                                community.grid.bus_groups)
     hours = community.hours[:len(vm)]
     return CaseResult(
         name=name,

@@ -165,8 +165,8 @@ def _write_baseline_report(out: Path, s: Scenario, source: str, rows: list[dict]
         *baseline_table(rows), "",
         "Community cost: the community's grid bill (P2P payments are transfers). Penalties "
         "as charged to the agents (grid/penalty.py). A bus-round is one bus out of limits "
-        "in one round (any phase; buses fused by a closed switch count as one). Max line "
-        "loading includes transformers. Share of the optimum's savings: (cost of nop2p - cost) / "
+        "in one round (any phase; one electrical node counts once: docs/feeder.md). Max line "
+        "loading includes transformers in the per-phase model. Share of the optimum's savings: (cost of nop2p - cost) / "
         "(cost of nop2p - cost of the voltage-aware optimum), the best any policy can do "
         "with perfect foresight while keeping the feeder within its limits.", "",
         *_run_section(f"{wall:.1f} s; optimum solve times (s): "

@@ -41,15 +41,17 @@ def bus_violations(grid: pd.DataFrame, vm_min_pu: float, vm_max_pu: float,
 
 
 def grid_violations(grid: pd.DataFrame, vm_min_pu: float, vm_max_pu: float,
-                    per_bus: bool = False, feeder: str | None = None) -> dict[str, Any]:
+                    per_bus: bool = False, feeder: str | None = None,
+                    agent_buses: tuple[str, ...] | None = None) -> dict[str, Any]:
     """Limit violations over a grid table (grid.jsonl rows): rounds with any node out of
     limits (or no converged power flow), over- and under-voltage separately, in rounds
     and in bus-rounds (a bus counts once per round whichever of its phases is out, and
-    buses fused by a switch of ``feeder`` count as one), the voltage range and the
+    buses that are one electrical node of ``feeder`` with agents at ``agent_buses`` count
+    as one: ``grid.feeders.bus_groups``), the voltage range and the
     highest line loading; with ``per_bus``, each bus's over- and under-voltage rounds
     too (``over_rounds.<bus>``, ``under_rounds.<bus>``)."""
     vm = grid[[c for c in grid.columns if c.startswith("vm_pu.")]].to_numpy(dtype=float)
-    groups = bus_groups(feeder) if feeder else None
+    groups = bus_groups(feeder, agent_buses) if feeder else None
     buses, over, under = bus_violations(grid, vm_min_pu, vm_max_pu, groups)
     failed = ~grid.converged.to_numpy(dtype=bool)
     loading = grid.max_line_loading_pct.to_numpy(dtype=float)
@@ -115,7 +117,8 @@ def summarize(run_dir: str | Path) -> dict[str, Any]:
         "curtailed_kwh": float(per_agent.curtailed_kwh.sum()),
         "self_sufficiency": float(1 - per_agent.grid_import_kwh.sum() / load) if load else None,
         **grid_violations(grid, feeder["vm_min_pu"], feeder["vm_max_pu"],
-                          feeder=feeder["name"]),
+                          feeder=feeder["name"], agent_buses=tuple(
+                              sorted({a["bus"] for a in manifest["scenario"]["agents"]}))),
         "agent_penalty_rounds": int(per_agent.voltage_penalty_rounds.sum()),
     }
     return {"community": community, "agents": per_agent.reset_index().to_dict(orient="records")}

@@ -76,9 +76,11 @@ class FeederConfig(_Section):
     )
     penalty_scope: Literal["bus", "feeder"] = Field(
         default="bus",
-        description="bus: a bus's violation is shared among the agents at that bus (by "
-        "export for over-, by import for under-voltage), a line's overload among the agents "
-        "downstream of it; feeder: the feeder's total is shared equally.",
+        description="bus: a violation at an electrical node (buses joined by a switch, "
+        "and dead ends without agents, are one) is charged once and shared among the agents "
+        "at it, or, at a node without agents, those downstream of it (by export for over-, "
+        "by import for under-voltage); a line's overload among the agents downstream of it; "
+        "feeder: the feeder's total is shared equally.",
     )
     solver: Literal["fast", "pandapower"] = Field(
         default="fast",

@@ -128,12 +128,20 @@ def test_buses_fused_by_a_switch_are_one_node_charged_once():
     assert got.voltage == pytest.approx({"x": 10.0, "y": 10.0, "z": 0.0})  # 0.02 pu once
 
 
-def test_a_bus_without_agents_is_charged_to_those_downstream_or_of_the_nearest_upstream():
+def test_a_bus_without_agents_is_charged_to_those_downstream_and_a_dead_end_is_its_parent():
     topo = _small_feeder()
-    payers = topo.voltage_payers({"x": "b3", "y": "b5", "z": "b1"})
-    assert payers["b2"] == ("x", "y")  # their power flows through b2
-    assert payers["b4"] == ("x", "y")  # a dead end: b2's downstream agents
+    agent_bus = {"x": "b3", "y": "b5", "z": "b1"}
+    assert topo.bus_groups()["b4"] == "b4"  # no agents given: only switches fuse
+    groups = topo.bus_groups(agent_bus.values())
+    assert groups["b2"] == groups["b4"] == "b2/b4"  # no current in b4: b2's voltage
+    payers = topo.voltage_payers(agent_bus)
+    assert payers["b2/b4"] == ("x", "y")  # their power flows through b2
     assert set(payers["s"]) == {"x", "y", "z"}
+    # the same excursion at b2 and its dead end is charged once
+    nodes = {"s": 1.0, "b1": 1.0, "b2": 1.07, "b4": 1.07, "b3": 1.0, "b5": 1.0}
+    got = allocate(RULE, nodes, {n: groups[n] for n in nodes}, {}, {}, agent_bus,
+                   {"x": 100.0, "y": 100.0, "z": 0.0}, payers=payers)
+    assert got.voltage == pytest.approx({"x": 10.0, "y": 10.0, "z": 0.0})
 
 
 def test_on_ieee13_every_violation_has_someone_to_pay_for_it():
@@ -144,5 +152,25 @@ def test_on_ieee13_every_violation_has_someone_to_pay_for_it():
     topo = phase_feeder("kersting").topology()
     payers = topo.voltage_payers({a.id: a.bus for a in s.agents})
     assert all(payers.values())
-    assert payers["671/692"] == ("a07", "a08", "a09", "a12")
+    # 671 and 692 by their switch, 680 as an empty dead end off 671
+    assert payers["671/680/692"] == ("a07", "a08", "a09", "a12")
     assert set(payers["684"]) == {"a05", "a13"}
+
+
+def test_the_grid_operator_charges_ieee13s_central_node_once():
+    # 671, 692 (a closed switch) and 680 (a dead end without agents) read the same
+    # voltage: one excursion, one charge, to the agents at that node
+    from peergrid.comms.messages import Bid
+    from peergrid.scenarios.community import make_grid_operator
+    from peergrid.scenarios.loader import load_scenario
+
+    s = load_scenario("ieee13")
+    grid = make_grid_operator(s, 0.25)
+    bids = {a.id: Bid(a.id, a.bus, 0, 0.0, 0.0, 0.0) for a in s.agents}
+    bids["a07"] = Bid("a07", "692", 0, 0.0, 600.0, 0.0)  # 2.4 MW exported at 692
+    signal = grid.solve(0, bids)
+    central = [v for n, v in signal.vm_pu.items() if n.split(".")[0] in ("671", "680", "692")]
+    over = max(central) - s.feeder.vm_max_pu
+    assert over > 0.0
+    at_node = sum(signal.voltage_penalty[a] for a in ("a07", "a08", "a09", "a12"))
+    assert at_node == pytest.approx(grid.rule.voltage_penalty_per_pu * over, rel=1e-9)

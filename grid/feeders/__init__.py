@@ -64,12 +64,13 @@ def bus_phases(name: str, per_phase: bool = True) -> dict[str, str]:
 
 
 @cache
-def bus_groups(name: str) -> dict[str, str]:
-    """Each bus's electrical node (buses joined by closed switches are one, e.g. IEEE 13's
-    "671/692"): where a voltage violation is counted and charged once."""
+def bus_groups(name: str, agent_buses: tuple[str, ...] | None = None) -> dict[str, str]:
+    """Each bus's electrical node (buses joined by closed switches, and dead ends without
+    agents, are one: IEEE 13's "671/680/692"): where a voltage violation is counted and
+    charged once (``FeederTopology.bus_groups``)."""
     from peergrid.grid.powerflow import topology_of
 
-    return topology_of(build_feeder(name)).bus_groups()
+    return topology_of(build_feeder(name)).bus_groups(agent_buses)
 
 
 @cache
