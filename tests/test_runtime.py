@@ -196,3 +196,17 @@ def test_volt_watt_curve_is_ieee_1547_defaults_for_pv():
     # cannot absorb active power), flat beyond
     got = volt_watt_pu(np.array([1.0, 1.06, 1.08, 1.10, 1.2]))
     assert got == pytest.approx([1.0, 1.0, 0.6, 0.2, 0.2])
+
+
+def test_volt_watt_limit_is_in_pu_of_the_pv_kwp_not_the_inverter_kva(ieee13_scenario):
+    from peergrid.agents.policies import volt_watt_curtail
+    from peergrid.agents.spaces import OBS
+    from peergrid.scenarios.community import Community
+
+    community = Community(ieee13_scenario, days=1)
+    spec = next(p.spec for p in community.prosumers if p.spec.pv_kwp > 0)
+    assert spec.inverter.pv_kva > spec.pv_kwp  # the two bases differ
+    obs = np.zeros(max(OBS.values()) + 1, dtype=np.float32)
+    obs[OBS["pv"]] = spec.pv_kwp / spec.p_ref_kw  # full output
+    obs[OBS["last_dv"]] = 0.8  # 1.08 pu: the curve allows 0.6 of the rating
+    assert volt_watt_curtail(spec, obs) == pytest.approx(0.4, rel=1e-5)

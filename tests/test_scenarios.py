@@ -114,6 +114,18 @@ def test_household_profiles_are_real_simbench_data():
     assert june[:4].max() == 0 and june[11:14].min() > 0.3  # dark at night, bright at noon
 
 
+def test_the_spring_dst_hour_is_interpolated_not_missing():
+    # SimBench time stamps are local time: 27 March 2016 02:00-02:45 do not exist
+    for factor in (profiles.load_factor("H0-A", 15), profiles.pv_factor("PV3", 15),
+                   profiles.load_factor("G1-A", 60)):
+        assert np.isfinite(factor.to_numpy()).all()
+    quarter = profiles.load_factor("H0-A", 15)
+    gap = quarter.loc["2016-03-27 02:00":"2016-03-27 02:45"].to_numpy()
+    before, after = quarter.loc["2016-03-27 01:45"], quarter.loc["2016-03-27 03:00"]
+    assert len(gap) == 4
+    assert np.all((gap >= min(before, after) - 1e-12) & (gap <= max(before, after) + 1e-12))
+
+
 def test_window_outside_profile_year_is_rejected():
     with pytest.raises(ValueError, match="outside the profile year"):
         profiles.window(profiles.load_factor("H0-A", 60), profiles.dt.date(2016, 12, 31), 2)
