@@ -116,10 +116,15 @@ def consensus_average(
 ) -> np.ndarray:
     """Σ_j c_ij v_j over the neighbours whose values arrived (``own`` always has).
 
-    Weights of missing neighbours are dropped and the rest renormalised to sum to 1.
+    A missing neighbour's weight goes to ``own`` (c_ii += c_ij): the weights still sum
+    to 1, and when a link is lost both ways the matrix stays doubly stochastic, so the
+    agents' average is kept (renormalising the row instead drifts it towards the agents
+    heard most).
     """
     if own not in values:
         raise ValueError(f"consensus for {own!r} needs its own value")
-    present = [j for j in weights if j in values and weights[j] > 0]
-    total = sum(weights[j] for j in present)
-    return sum(weights[j] / total * values[j] for j in present)
+    present = [j for j in weights if j in values and weights[j] > 0 and j != own]
+    total = sum(weights.values())
+    own_weight = total - sum(weights[j] for j in present)
+    return (own_weight / total * values[own]
+            + sum(weights[j] / total * values[j] for j in present))

@@ -59,10 +59,19 @@ def test_feeder_topology_joins_agents_on_the_same_or_adjacent_buses():
                                             [("x", "y"), ("x", "z"), ("y", "z"), ("z", "w")]}
 
 
-def test_consensus_average_renormalises_over_what_arrived():
+def test_consensus_average_gives_a_missing_neighbours_weight_to_the_agent_itself():
     values = {"a": np.array([0.0]), "b": np.array([3.0])}
     got = consensus_average("a", values, {"a": 0.5, "b": 0.25, "c": 0.25})
-    assert got == pytest.approx([1.0])  # (0.5*0 + 0.25*3) / 0.75
+    assert got == pytest.approx([0.75])  # (0.5 + 0.25) * 0 + 0.25 * 3: the row sums to 1
+
+
+def test_a_lost_link_keeps_the_agents_average():
+    # c_ii += c_ij keeps the weights doubly stochastic when a link is lost both ways
+    values = {"a": np.array([0.0]), "b": np.array([3.0]), "c": np.array([9.0])}
+    w = {x: {y: 1 / 3 for y in values} for x in values}
+    heard = {"a": ["a", "b"], "b": ["a", "b", "c"], "c": ["b", "c"]}  # a-c lost both ways
+    after = [consensus_average(x, {y: values[y] for y in heard[x]}, w[x]) for x in values]
+    assert np.mean(after) == pytest.approx(np.mean(list(values.values())))
 
 
 # ---- consensus on critics ---------------------------------------------------------
@@ -224,8 +233,11 @@ def test_maddpg_critic_regresses_to_a_constant_reward():
 @pytest.fixture()
 def quick(ieee13_scenario):
     s = ieee13_scenario
+    # small shared settings, without the scenario's tuned per-algorithm overrides (MADDPG's
+    # minibatch of 1,024 would never fill in four days: no update to resume from)
     algo = s.algo.model_copy(update={"eval_every": 2, "rollout_days": 2, "epochs": 2,
-                                     "hidden_sizes": [16], "batch_size": 16})
+                                     "hidden_sizes": [16], "batch_size": 16,
+                                     "overrides": {}})
     meta = s.scenario.model_copy(update={"days": 1})
     return s.model_copy(update={"algo": algo, "scenario": meta})
 
@@ -290,27 +302,62 @@ def test_the_model_the_run_keeps_is_chosen_on_the_validation_window_only(quick, 
 N_TOY = 4
 
 
-def _cooperative_game(mode: str, consensus: bool, seed: int = 0, iters: int = 30):
-    """A repeated one-shot game where each agent's action helps itself a little and costs
-    its ring neighbour more: r_i = 0.2 a_i - a_(i-1). Own-optimal: a = +1; team-optimal
-    (the mean reward is -0.8/N * sum of a): a = -1. The public outcome is every action
-    (the joint action's footprint, as the bus voltages are on a feeder)."""
+def _ring_cost(a: np.ndarray) -> np.ndarray:
+    """Each agent's action helps itself a little and costs its ring neighbour more:
+    r_i = 0.2 a_i - a_(i-1). Own-optimal: a = +1; team-optimal (the mean reward is
+    -0.8/N * sum of a): a = -1."""
+    return 0.2 * a - np.roll(a, 1)
+
+
+def _one_pays_for_all(a: np.ndarray) -> np.ndarray:
+    """Rewards of unequal size: every action earns its agent 0.2 a_i, and agent 0 pays
+    1.5 for each of the others' (as the agent at a far bus pays the voltage penalty its
+    neighbours' export causes). Team-optimal: a_0 = +1 (d mean / d a_0 = 0.05), the
+    others -1 (-0.325); own-optimal: every a = +1."""
+    r = 0.2 * a
+    r[0] -= 1.5 * a[1:].sum()
+    return r
+
+
+def _cooperative_game(mode: str, consensus: bool, seed: int = 0, iters: int = 30,
+                      reward=_ring_cost, topology: str = "ring"):
+    """A repeated one-shot game; the public outcome is every action (the joint action's
+    footprint, as the bus voltages are on a feeder)."""
     ids = [f"a{i}" for i in range(N_TOY)]
     cfg = LearnerConfig(hidden_sizes=[16], lr_actor=3e-3, lr_critic=1e-2, epochs=8,
                         minibatch=32, gamma=0.0)
     group = PPOGroup(ids, OBS_DIM, ACTION_DIM, cfg, [seed * 10 + i for i in range(N_TOY)],
                      mode=mode, public_dim=2, estimator_dim=2 + N_TOY, shared_seed=seed)
-    weights = metropolis_weights(build_graph("ring", ids), ids) if consensus else None
+    weights = metropolis_weights(build_graph(topology, ids), ids) if consensus else None
     obs, x = np.zeros((N_TOY, OBS_DIM), np.float32), np.zeros(2, np.float32)
     for _ in range(iters):
         for _ in range(64):
             a = group.act(obs)[:, 0].astype(float)
-            rewards = 0.2 * a - np.roll(a, 1)
-            group.observe(rewards, obs, terminated=True, public={
+            group.observe(reward(a), obs, terminated=True, public={
                 "state": x, "next_state": x,
                 "estimator_input": np.concatenate([x, a]).astype(np.float32)})
         cooperative_update(group, cfg.epochs, weights)
     return group, group.act(obs, greedy=True)[:, 0]
+
+
+def test_an_agent_with_a_large_penalty_is_not_outvoted_by_the_consensus():
+    # with Adam, averaging parameters alone settled on a median-like estimate: the three
+    # agents with small rewards outvoted the one that pays, and every agent acted
+    # selfishly (a = [0, 1, 1, 1]); averaging the optimiser's moments too gives the mean
+    torch.set_num_threads(1)
+    group, choice = _cooperative_game("networked", consensus=True, reward=_one_pays_for_all,
+                                      topology="complete")
+    assert np.all(choice[1:] < -0.9)  # the others stop costing agent 0
+    assert choice[0] > 0.5  # agent 0's own gain is also the team's (slope 0.05: slower)
+    # every agent's estimate of the team reward has the team's slopes' signs
+    e = torch.zeros(N_TOY, 1, 2 + N_TOY)
+    base = group.estimator(e)[:, 0, 0]
+    for j, sign in enumerate([1, -1, -1, -1]):
+        ej = e.clone()
+        ej[..., 2 + j] = 1.0
+        assert torch.all(sign * (group.estimator(ej)[:, 0, 0] - base) > 0)
+    _, selfish = _cooperative_game("own", consensus=False, reward=_one_pays_for_all)
+    assert np.all(selfish > 0.9)
 
 
 def test_the_networked_learner_follows_the_team_and_independent_learners_do_not():

@@ -272,34 +272,79 @@ class PPOGroup:
     def estimator_parameters(self, agent: str) -> np.ndarray:
         return self.estimator.agent_vector(self.ids.index(agent))
 
-    def consensus_parameters(self, agent: str) -> np.ndarray:
-        """What an agent sends its neighbours: its critic, and in networked mode its
-        team-reward estimator after it."""
+    def _shared_nets(self) -> list[StackedMLP]:
+        return [self.critic] + ([self.estimator] if self.mode == "networked" else [])
+
+    def _shared_tensors(self) -> list[torch.Tensor]:
+        """The stacked tensors consensus averages, in ``agent_vector`` order."""
+        return [p for net in self._shared_nets()
+                for w, b in zip(net.weights, net.biases, strict=True) for p in (w, b)]
+
+    def value_parameters(self, agent: str) -> np.ndarray:
+        """The agent's critic, and in networked mode its team-reward estimator after it."""
         i = self.ids.index(agent)
-        if self.mode == "networked":
-            return np.concatenate([self.critic.agent_vector(i), self.estimator.agent_vector(i)])
-        return self.critic.agent_vector(i)
+        return np.concatenate([net.agent_vector(i) for net in self._shared_nets()])
+
+    def set_value_parameters(self, agent: str, vector: np.ndarray) -> None:
+        i, pos = self.ids.index(agent), 0
+        for net in self._shared_nets():
+            size = net.agent_vector(i).size
+            net.set_agent_vector(i, vector[pos:pos + size])
+            pos += size
+        if pos != vector.size:
+            raise ValueError(f"parameter vector has {vector.size} values, the networks {pos}")
+
+    def consensus_parameters(self, agent: str) -> np.ndarray:
+        """What an agent sends its neighbours: ``value_parameters``, then the optimiser's
+        first and second moment estimates of them (Adam's exp_avg, exp_avg_sq).
+
+        Why the moments: Adam scales each agent's step by its own gradient statistics,
+        so averaging the parameters alone settles where the *scaled* steps cancel, a
+        median-like fit in which an agent with a large reward (a voltage penalty) is
+        outvoted (4 agents fitting rewards 0, 0, 0, 40: 0.05 instead of the mean 10).
+        With the moments averaged too, every agent steps with the same statistics and
+        the fixed point is the mean's, as with Zhang et al.'s plain stochastic steps."""
+        i = self.ids.index(agent)
+        moments = []
+        for key in ("exp_avg", "exp_avg_sq"):
+            for p in self._shared_tensors():
+                state = self.opt_critic.state.get(p, {})
+                moment = state[key][i] if key in state else torch.zeros_like(p[i])
+                moments.append(moment.detach().reshape(-1))
+        return np.concatenate([self.value_parameters(agent), torch.cat(moments).numpy()])
 
     def set_consensus_parameters(self, agent: str, vector: np.ndarray) -> None:
         i = self.ids.index(agent)
-        if self.mode != "networked":
-            self.critic.set_agent_vector(i, vector)
-            return
-        split = self.critic.agent_vector(i).size
-        self.critic.set_agent_vector(i, vector[:split])
-        self.estimator.set_agent_vector(i, vector[split:])
+        tensors = self._shared_tensors()
+        size = sum(p[i].numel() for p in tensors)
+        if vector.size != 3 * size:
+            raise ValueError(f"consensus vector has {vector.size} values, expected {3 * size} "
+                             f"(parameters and two moments of {size})")
+        self.set_value_parameters(agent, vector[:size])
+        v, pos = torch.as_tensor(vector[size:], dtype=torch.float32), 0
+        with torch.no_grad():
+            for key in ("exp_avg", "exp_avg_sq"):
+                for p in tensors:
+                    n = p[i].numel()
+                    state = self.opt_critic.state.get(p, {})
+                    if key in state:  # before its first step an agent has no moments
+                        state[key][i].copy_(v[pos:pos + n].reshape(p[i].shape))
+                    pos += n
 
     def average_shared(self, order: Sequence[str], weights: np.ndarray) -> None:
         """A consensus step of every agent at once (all present, in process): each
-        shared parameter tensor becomes W @ tensor over the agent axis."""
+        shared parameter tensor, and its optimiser moments, becomes W @ tensor over the
+        agent axis."""
         if list(order) != self.ids:
             raise ValueError(f"consensus order {list(order)} is not the group's {self.ids}")
         w = torch.as_tensor(weights / weights.sum(axis=1, keepdims=True), dtype=torch.float32)
-        nets = [self.critic] + ([self.estimator] if self.mode == "networked" else [])
         with torch.no_grad():
-            for net in nets:
-                for p in net.parameters():
-                    p.copy_(torch.tensordot(w, p, dims=([1], [0])))
+            for p in self._shared_tensors():
+                p.copy_(torch.tensordot(w, p, dims=([1], [0])))
+                state = self.opt_critic.state.get(p, {})
+                for key in ("exp_avg", "exp_avg_sq"):
+                    if key in state:
+                        state[key].copy_(torch.tensordot(w, state[key], dims=([1], [0])))
 
     def extract(self, agent: str, reward_scale: float) -> PPOLearner:
         """A one-agent learner with ``agent``'s current networks (fresh optimiser state)."""
@@ -311,7 +356,7 @@ class PPOGroup:
                              reward_scale=reward_scale, **self._dims())
         g = learner.group
         g.actor.set_agent_vector(0, self.actor.agent_vector(i))
-        g.set_consensus_parameters(agent, self.consensus_parameters(agent))
+        g.set_value_parameters(agent, self.value_parameters(agent))
         with torch.no_grad():
             g.log_std[0] = self.log_std[i]
         g.gens[0].set_state(self.gens[i].get_state())
