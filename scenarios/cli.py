@@ -126,12 +126,16 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     source = resolve(args.scenario).name
     out = args.out or f"runs/{args.name}"
     common = {"force": args.force}
-    learning = {**common, "workers": args.workers, "progress": not args.quiet}
+    learning = {**common, "workers": args.workers, "progress": not args.quiet,
+                "resume": args.resume}
     if args.algos:
         learning["algorithms"] = tuple(args.algos)
     if args.name == "baselines":
         from peergrid.scenarios.experiment import baselines
 
+        if args.resume:
+            raise FileExistsError("--resume: baselines train nothing; run them again "
+                                  "(with --force)")
         out = baselines(scenario, source, out, **common)
     elif args.name == "tune":
         from peergrid.scenarios.tuning import tune
@@ -272,6 +276,11 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--workers", type=int, default=2, help="training runs in parallel")
     ex.add_argument("--out", default=None, help="default: runs/<name>")
     ex.add_argument("--force", action="store_true", help="replace an existing output directory")
+    ex.add_argument("--resume", action="store_true",
+                    help="keep the runs in --out that are complete (timing.txt and test.csv "
+                    "for the same episodes) and train only the others; a partly trained run "
+                    "starts again. Only for the same code and scenario: each run depends on "
+                    "its scenario, algorithm and seed alone")
     ex.add_argument("--quiet", action="store_true", help="no progress bar")
     ex.set_defaults(func=_cmd_experiment)
 

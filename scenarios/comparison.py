@@ -91,14 +91,15 @@ def _baseline_rows(scenario: Scenario, reference: list[dict] | None) -> list[dic
 
 def paper_comparison(scenario: Scenario, source: str, out: str | Path, seeds: int = 8,
                      episodes: int | None = None, workers: int = 2, force: bool = False,
-                     progress: bool = True, algorithms: tuple[str, ...] = ALGORITHMS) -> Path:
-    out = _fresh_dir(out, force)
+                     progress: bool = True, algorithms: tuple[str, ...] = ALGORITHMS,
+                     resume: bool = False) -> Path:
+    out = _fresh_dir(out, force, resume)
     started = time.perf_counter()
     episodes = episodes or scenario.algo.episodes
     jobs = [TrainingJob(scenario, source, algo, seed,
                         str(out / "train" / run_name(algo, seed)), episodes)
             for seed in range(seeds) for algo in algorithms]
-    walls = run_training_jobs(jobs, workers, progress, "paper-comparison: training")
+    walls = run_training_jobs(jobs, workers, progress, "paper-comparison: training", resume)
 
     tests = {a: [pd.read_csv(out / "train" / run_name(a, s) / "test.csv").iloc[0].to_dict()
                  for s in range(seeds)] for a in algorithms}
@@ -307,9 +308,10 @@ def _write_report(out: Path, s: Scenario, source: str, rows: list[dict], tests: 
 
 def graphs(scenario: Scenario, source: str, out: str | Path, seeds: int = 3,
            episodes: int | None = None, workers: int = 2, force: bool = False,
-           progress: bool = True, topologies: tuple[str, ...] = TOPOLOGIES) -> Path:
+           progress: bool = True, topologies: tuple[str, ...] = TOPOLOGIES,
+           resume: bool = False) -> Path:
     """The networked actor-critic on each communication graph."""
-    out = _fresh_dir(out, force)
+    out = _fresh_dir(out, force, resume)
     started = time.perf_counter()
     episodes = episodes or scenario.algo.episodes
     jobs = []
@@ -319,7 +321,7 @@ def graphs(scenario: Scenario, source: str, out: str | Path, seeds: int = 3,
         jobs += [TrainingJob(s, source, "consensus", seed,
                              str(out / "train" / run_name("consensus", seed, f"-{topo}")),
                              episodes) for seed in range(seeds)]
-    run_training_jobs(jobs, workers, progress, "graphs: training")
+    run_training_jobs(jobs, workers, progress, "graphs: training", resume)
     rows, curves = [], {}
     ring_rewards = None
     for topo in topologies:

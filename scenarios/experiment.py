@@ -59,11 +59,32 @@ def _train_job(job: TrainingJob) -> tuple[TrainingJob, float]:
     return job, time.perf_counter() - t0
 
 
-def run_training_jobs(jobs: list[TrainingJob], workers: int, progress: bool, desc: str
-                      ) -> dict[str, float]:
+def finished_wall_s(job: TrainingJob) -> float | None:
+    """The training wall time of a run already complete in ``job.out`` (its test window
+    measured, all its episodes trained), else None."""
+    out = Path(job.out)
+    timing = out / "timing.txt"
+    if not (timing.is_file() and (out / "test.csv").is_file()):
+        return None
+    fields = dict(line.split() for line in timing.read_text().splitlines() if line.strip())
+    return float(fields["wall_s"]) if int(fields["episodes"]) == job.episodes else None
+
+
+def run_training_jobs(jobs: list[TrainingJob], workers: int, progress: bool, desc: str,
+                      resume: bool = False) -> dict[str, float]:
     """Every job in a pool of ``workers`` processes (spawned: each imports torch afresh,
-    one torch thread each); wall seconds per job's output directory."""
+    one torch thread each); wall seconds per job's output directory. With ``resume``,
+    runs already complete are kept (each run depends only on its scenario, algorithm
+    and seed) and a partly trained run starts again."""
     walls: dict[str, float] = {}
+    if resume:
+        for job in jobs:
+            wall = finished_wall_s(job)
+            if wall is not None:
+                walls[job.out] = wall
+            elif Path(job.out).exists():
+                shutil.rmtree(job.out)
+        jobs = [j for j in jobs if j.out not in walls]
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
         done = pool.map(_train_job, jobs)
         if progress:
@@ -124,8 +145,11 @@ def baselines(scenario: Scenario, source: str, out: str | Path, force: bool = Fa
     return out
 
 
-def _fresh_dir(out: str | Path, force: bool) -> Path:
+def _fresh_dir(out: str | Path, force: bool, resume: bool = False) -> Path:
     out = Path(out)
+    if resume:
+        out.mkdir(parents=True, exist_ok=True)
+        return out
     if out.exists() and any(out.iterdir()):
         if not force:
             raise FileExistsError(f"--out {out}: not empty; choose another or pass --force")

@@ -57,14 +57,14 @@ def with_setting(scenario: Scenario, algo: str, setting: dict[str, Any]) -> Scen
 
 def tune(scenario: Scenario, source: str, out: str | Path, seeds: int = 2,
          episodes: int = 400, workers: int = 2, force: bool = False, progress: bool = True,
-         algorithms: tuple[str, ...] = ALGORITHMS) -> Path:
-    out = _fresh_dir(out, force)
+         algorithms: tuple[str, ...] = ALGORITHMS, resume: bool = False) -> Path:
+    out = _fresh_dir(out, force, resume)
     started = time.perf_counter()
     jobs = [TrainingJob(with_setting(scenario, algo, setting), source, algo, seed,
                         str(out / "train" / f"{algo}-g{g}-s{seed}"), episodes)
             for algo in algorithms for g, setting in enumerate(grid(algo))
             for seed in range(seeds)]
-    run_training_jobs(jobs, workers, progress, "tune: training")
+    run_training_jobs(jobs, workers, progress, "tune: training", resume)
     rows = []
     for algo in algorithms:
         for g, setting in enumerate(grid(algo)):
