@@ -48,3 +48,24 @@ def test_band_matches_summary_row_by_row():
     s = summarize([1, 2, 3, 4, 5])
     assert mean[0] == 3 and low[0] == pytest.approx(s.ci95_low) and high[0] == pytest.approx(s.ci95_high)
     assert low[1] == high[1] == 2
+
+
+def test_resume_keeps_complete_runs_and_restarts_partial_ones(ieee13_scenario, tmp_path):
+    from peergrid.scenarios.experiment import TrainingJob, finished_wall_s, run_training_jobs
+
+    def job(name: str, episodes: int = 600) -> TrainingJob:
+        return TrainingJob(ieee13_scenario, "ieee13.toml", "ippo", 0, str(tmp_path / name),
+                           episodes)
+
+    done = tmp_path / "done"
+    done.mkdir()
+    (done / "timing.txt").write_text("wall_s 93.5\nepisodes 600\n")
+    (done / "test.csv").write_text("episode,team_reward\n600,-1.0\n")
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / "metrics.csv").write_text("episode\n1\n")
+    assert finished_wall_s(job("done")) == 93.5
+    assert finished_wall_s(job("done", episodes=900)) is None  # asked for more
+    assert finished_wall_s(job("partial")) is None
+    walls = run_training_jobs([job("done")], workers=1, progress=False, desc="", resume=True)
+    assert walls == {str(done): 93.5} and (done / "test.csv").is_file()
