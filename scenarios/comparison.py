@@ -145,13 +145,28 @@ def _plt():
 def _plot_curves(curves: dict[str, list[pd.Series]], refs: dict[str, float], path: Path) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(9, 5))
+    # the axis spans the references and the curves near them; a learner far below
+    # (a diverged one) is named in the legend with its last mean instead of flattening
+    # every other curve
+    floor = min(refs.values()) if refs else None
+    span = (max(refs.values()) - floor) if refs else None
+    shown_lows = []
     for i, (algo, series) in enumerate(curves.items()):
         frame = pd.concat(series, axis=1)
         mean, low, high = band(frame)
-        ax.plot(frame.index, mean, color=f"C{i}", label=f"{algo} ({frame.shape[1]} seeds)")
+        label = f"{algo} ({frame.shape[1]} seeds)"
+        if floor is not None and mean.iloc[-1] < floor - 10 * max(span, 1.0):
+            label += f", off scale: last mean {mean.iloc[-1]:,.0f}"
+        else:
+            shown_lows.append(float(low.min()))
+        ax.plot(frame.index, mean, color=f"C{i}", label=label)
         ax.fill_between(frame.index, low, high, color=f"C{i}", alpha=0.2)
     for (name, value), style in zip(refs.items(), (":", "--", "-."), strict=False):
         ax.axhline(value, color="k", ls=style, lw=1, label=name)
+    if floor is not None and shown_lows:
+        bottom = min(min(shown_lows), floor)
+        top = max(refs.values())
+        ax.set_ylim(bottom - 0.1 * (top - bottom), top + 0.1 * (top - bottom))
     ax.set_xlabel("training episode (days)")
     ax.set_ylabel("validation team reward (validation week)")
     ax.legend(fontsize=8)
