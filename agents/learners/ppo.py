@@ -288,7 +288,7 @@ class PPOGroup:
     def set_value_parameters(self, agent: str, vector: np.ndarray) -> None:
         i, pos = self.ids.index(agent), 0
         for net in self._shared_nets():
-            size = net.agent_vector(i).size
+            size = net.agent_size
             net.set_agent_vector(i, vector[pos:pos + size])
             pos += size
         if pos != vector.size:
@@ -316,7 +316,7 @@ class PPOGroup:
     def set_consensus_parameters(self, agent: str, vector: np.ndarray) -> None:
         i = self.ids.index(agent)
         tensors = self._shared_tensors()
-        size = sum(p[i].numel() for p in tensors)
+        size = sum(net.agent_size for net in self._shared_nets())
         if vector.size != 3 * size:
             raise ValueError(f"consensus vector has {vector.size} values, expected {3 * size} "
                              f"(parameters and two moments of {size})")

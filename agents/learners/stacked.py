@@ -43,6 +43,11 @@ class StackedMLP(nn.Module):
                 x = torch.tanh(x)
         return x
 
+    @property
+    def agent_size(self) -> int:
+        """Number of parameters of one agent's network (the length of ``agent_vector``)."""
+        return sum(p[0].numel() for p in (*self.weights, *self.biases))
+
     def agent_vector(self, i: int) -> np.ndarray:
         """Agent i's parameters as one flat vector (layer by layer: weight, bias)."""
         parts = []
