@@ -17,7 +17,7 @@ from peergrid.agents.public import PublicOutcome, PublicScale, public_state
 from peergrid.agents.records import RoundRecord
 from peergrid.agents.spaces import (ACTION_DIM, ACTION_HIGH, ACTION_LOW, OBS_BOUND, OBS_DIM,
                                      squash_sdr)
-from peergrid.comms.messages import Bid
+from peergrid.market.bid import Bid
 from peergrid.market.settlement import Settlement
 
 

@@ -39,15 +39,15 @@ def run_node(role: str, name: str, config: str, incarnation: int = 0,
     torch.set_num_threads(1)
     dep = Deployment.read(config)
     if role == "market":
-        from peergrid.market.node import run_market
+        from peergrid.comms.nodes.market import run_market
 
         run_market(dep)
     elif role == "grid":
-        from peergrid.grid.node import run_grid
+        from peergrid.comms.nodes.grid import run_grid
 
         run_grid(dep)
     elif role == "prosumer":
-        from peergrid.agents.node import run_prosumer
+        from peergrid.comms.nodes.prosumer import run_prosumer
 
         run_prosumer(dep, name, incarnation)
     else:

@@ -18,9 +18,9 @@ import pandapower  # noqa: F401
 import torch
 import zmq  # noqa: F401
 
-import peergrid.agents.node  # noqa: F401
-import peergrid.grid.node  # noqa: F401
-import peergrid.market.node  # noqa: F401
+import peergrid.comms.nodes.prosumer  # noqa: F401
+import peergrid.comms.nodes.grid  # noqa: F401
+import peergrid.comms.nodes.market  # noqa: F401
 import peergrid.scenarios.train  # noqa: F401
 from peergrid.agents.learners.config import LearnerConfig
 from peergrid.agents.learners.ppo import PPOLearner

@@ -7,7 +7,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from peergrid.comms.messages import Bid, GridSignal
+from peergrid.grid.signal import GridSignal
+from peergrid.market.bid import Bid
 from peergrid.grid.inverters import settle_volt_var
 from peergrid.grid.penalty import Penalties, PenaltyRule, allocate
 from peergrid.grid.powerflow import PowerFlowResult, Solver

@@ -10,7 +10,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from peergrid.comms.messages import Bid
+from peergrid.market.bid import Bid
 from peergrid.market.errors import MarketInputError
 from peergrid.market.sdr import Clearing, Tariff
 from peergrid.market.settlement import Settlement, clear_and_settle

@@ -23,7 +23,8 @@ from peergrid.agents.prosumer import Prosumer, ProsumerSpec, PublicSignals
 from peergrid.agents.public import (GridOutcome, MarketOutcome, PublicOutcome, PublicScale,
                                     initial_outcome)
 from peergrid.agents.records import RoundRecord
-from peergrid.comms.messages import Bid, GridSignal
+from peergrid.grid.signal import GridSignal
+from peergrid.market.bid import Bid
 from peergrid.grid.feeders import FEEDERS, build_feeder, bus_phases, feeder_buses
 from peergrid.grid.operator import GridOperator, connection_nodes
 from peergrid.grid.penalty import PenaltyRule, observed_voltage

@@ -22,7 +22,8 @@ import numpy as np
 
 from peergrid.agents.policies import Policy
 from peergrid.agents.records import RECORD_COLUMNS, RoundRecord
-from peergrid.comms.messages import Bid, GridSignal
+from peergrid.grid.signal import GridSignal
+from peergrid.market.bid import Bid
 from peergrid.market.operator import MarketResult
 from peergrid.scenarios.community import Community
 from peergrid.scenarios.schema import Scenario

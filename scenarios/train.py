@@ -41,7 +41,7 @@ from peergrid.agents.learners.maddpg import MADDPG
 from peergrid.agents.learners.ppo import PPOGroup, SeparateLearners
 from peergrid.agents.records import RoundRecord
 from peergrid.agents.spaces import ACTION_DIM, OBS_DIM
-from peergrid.comms.topology import build_graph, metropolis_weights
+from peergrid.agents.topology import build_graph, metropolis_weights
 from peergrid.grid.feeders import build_feeder
 from peergrid.grid.powerflow import topology_of
 from peergrid.scenarios.report import grid_violations

@@ -16,7 +16,7 @@ from peergrid.agents.learners.consensus import (consensus_step, cooperative_upda
 from peergrid.agents.learners.maddpg import MADDPG
 from peergrid.agents.learners.ppo import PPOGroup, PPOLearner, gae
 from peergrid.agents.spaces import ACTION_DIM, OBS_DIM
-from peergrid.comms.topology import (
+from peergrid.agents.topology import (
     TopologyError,
     build_graph,
     consensus_average,

@@ -160,7 +160,7 @@ def test_on_ieee13_every_violation_has_someone_to_pay_for_it():
 def test_the_grid_operator_charges_ieee13s_central_node_once():
     # 671, 692 (a closed switch) and 680 (a dead end without agents) read the same
     # voltage: one excursion, one charge, to the agents at that node
-    from peergrid.comms.messages import Bid
+    from peergrid.market.bid import Bid
     from peergrid.scenarios.community import make_grid_operator
     from peergrid.scenarios.loader import load_scenario
 

@@ -3,7 +3,7 @@
 After Zhang et al. (ICML 2018), networked agents: each agent takes its local steps on
 its own reward, then replaces the parameters it shares by the weighted average over
 itself and its neighbours in the communication graph (doubly stochastic weights,
-``comms.topology.metropolis_weights``). What is shared is a learner's
+``agents.topology.metropolis_weights``). What is shared is a learner's
 ``consensus_parameters``: the critic and the team-reward estimator for the networked
 actor-critic (``PPOGroup`` mode ``"networked"``, the paper's method), the critic alone
 for the ``consensus-critic`` ablation. Rewards, actors and data never leave an agent.
@@ -21,7 +21,7 @@ from typing import Protocol
 
 import numpy as np
 
-from peergrid.comms.topology import consensus_average
+from peergrid.agents.topology import consensus_average
 
 
 class SharedHolder(Protocol):

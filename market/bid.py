@@ -1,14 +1,11 @@
-"""The vocabulary the actors exchange, as frozen dataclasses of primitives.
+"""What a prosumer submits each round: the market clears it, the grid flows it.
 
-Imports nothing from peergrid: it is the contract between prosumers, the market
-operator and the grid operator in both runtimes.
+A frozen dataclass of primitives, shared by both runtimes and sent on the wire.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-SCHEMA_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -30,21 +27,3 @@ class Bid:
     their reactive power settled with the power flow; 0: set-point mode."""
     q_max_kvar: float = 0.0
     """Reactive power the inverters can supply next to their active power."""
-
-
-@dataclass(frozen=True)
-class GridSignal:
-    """The grid operator's broadcast after the power flow of one round."""
-
-    round_index: int
-    vm_pu: dict[str, float]
-    """Voltage magnitude per bus name."""
-    converged: bool
-    voltage_penalty: dict[str, float]
-    """Each agent's share of this round's voltage-limit penalty (currency)."""
-    line_penalty: dict[str, float]
-    """Each agent's share of this round's line-overload penalty (currency)."""
-    volt_var_q_kvar: dict[str, float]
-    """Reactive power the volt-var inverters settled at (> 0 injected), per agent in
-    volt-var mode."""
-    max_line_loading_pct: float

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from peergrid.comms.deployment import Deployment
-from peergrid.comms.messages import Bid
+from peergrid.market.bid import Bid
 from peergrid.comms.runtime import open_node
 
 

@@ -77,7 +77,7 @@ def build_agent_policy(dep: Deployment, scenario, index: int, prosumer):
 def run_prosumer(dep: Deployment, agent_id: str, incarnation: int = 0) -> None:
     from peergrid.agents.learners.ppo import PPOLearner  # noqa: F401  (preloaded)
     from peergrid.agents.spaces import ACTION_DIM
-    from peergrid.comms.topology import consensus_average, metropolis_weights
+    from peergrid.agents.topology import consensus_average, metropolis_weights
     from peergrid.market.sdr import Tariff
     from peergrid.market.settlement import Settlement, grid_only_settlement
     from peergrid.grid.penalty import observed_voltage, stale_voltage_penalty

@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from peergrid.comms.deployment import Deployment
-from peergrid.comms.messages import Bid
+from peergrid.market.bid import Bid
 from peergrid.comms.runtime import open_node
 from peergrid.market.operator import MarketResult
 from peergrid.market.sdr import Tariff

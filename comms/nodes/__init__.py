@@ -1,0 +1,1 @@
+"""The node processes of a deployment: thin loops around the actors."""
