@@ -182,10 +182,13 @@ class Prosumer:
         self._pending = None
         if public is not None:
             self.public = public
+        # what the agent observes next: a signal it did not hear (NaN) keeps its last value
+        last = self.signals
         self.signals = PublicSignals(
-            settlement.sell_price_per_kwh, settlement.buy_price_per_kwh, settlement.sdr,
-            vm_pu if math.isfinite(vm_pu) else self.signals.vm_pu,
-        )
+            *(new if math.isfinite(new) else old for new, old in (
+                (settlement.sell_price_per_kwh, last.sell_price_per_kwh),
+                (settlement.buy_price_per_kwh, last.buy_price_per_kwh),
+                (settlement.sdr, last.sdr), (vm_pu, last.vm_pu))))
         return RoundRecord(
             episode=episode, round=round_index, time=time, agent=self.spec.agent_id,
             bus=self.spec.bus, load_kw=p["load_kw"], pv_kw=p["pv_kw"],

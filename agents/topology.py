@@ -126,5 +126,8 @@ def consensus_average(
     present = [j for j in weights if j in values and weights[j] > 0 and j != own]
     total = sum(weights.values())
     own_weight = total - sum(weights[j] for j in present)
-    return (own_weight / total * values[own]
-            + sum(weights[j] / total * values[j] for j in present))
+    # in float64 whatever the weights' type: both runtimes round the same way
+    out = float(own_weight / total) * np.asarray(values[own], dtype=np.float64)
+    for j in present:
+        out = out + float(weights[j] / total) * np.asarray(values[j], dtype=np.float64)
+    return out

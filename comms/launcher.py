@@ -24,12 +24,13 @@ import time
 from pathlib import Path
 
 from peergrid.comms.deployment import Deployment
+from peergrid.comms.node import NodeLog
 
 _PRELOAD = ["peergrid.comms.preload"]
 
 
 def run_node(role: str, name: str, config: str, incarnation: int = 0,
-             launcher_pid: int | None = None) -> None:
+             launcher_pid: int | None = None, finish: bool = False) -> None:
     """Entry point of one node process (also what `peergrid node` calls)."""
     import torch
 
@@ -41,15 +42,15 @@ def run_node(role: str, name: str, config: str, incarnation: int = 0,
     if role == "market":
         from peergrid.comms.nodes.market import run_market
 
-        run_market(dep)
+        run_market(dep, incarnation)
     elif role == "grid":
         from peergrid.comms.nodes.grid import run_grid
 
-        run_grid(dep)
+        run_grid(dep, incarnation)
     elif role == "prosumer":
         from peergrid.comms.nodes.prosumer import run_prosumer
 
-        run_prosumer(dep, name, incarnation)
+        run_prosumer(dep, name, incarnation, finish=finish)
     else:
         raise ValueError(f"role = {role!r}: market, grid or prosumer")
 
@@ -100,62 +101,135 @@ def check_ports_free(endpoints: dict[str, str]) -> None:
                               "choose another [deploy] base_port or --base-port") from None
 
 
-def launch(dep: Deployment, timeout_s: float = 3600.0) -> dict[str, int]:
-    """Run a deployment to its end; returns each process's exit code."""
-    check_ports_free(dep.endpoints)
-    out = Path(dep.out)
-    config = out / "deploy.json"
-    dep.write(config)
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(_PRELOAD)
-    from peergrid.scenarios.loader import scenario_from_dump
+class _Supervisor:
+    """Starts the nodes, restarts one that dies (from its checkpoint, with a budget and
+    a doubling back-off), and keeps a log of what it did (nodes/launcher.jsonl)."""
 
-    kills = scenario_from_dump(dep.scenario).deploy.kills
-    procs: dict[str, mp.process.BaseProcess] = {}
-    exits: dict[str, int] = {}
+    def __init__(self, dep: Deployment, config: Path, deploy_cfg) -> None:
+        self.ctx = mp.get_context("forkserver")
+        self.ctx.set_forkserver_preload(_PRELOAD)
+        self.config, self.cfg = config, deploy_cfg
+        self.procs: dict[str, mp.process.BaseProcess] = {}
+        self.role = {"market": "market", "grid": "grid", **{a: "prosumer" for a in dep.agents}}
+        self.incarnation: dict[str, int] = {}
+        self.exits: dict[str, int | None] = {}
+        self.restarts: dict[str, int] = {}
+        self.retry_at: dict[str, float] = {}
+        self.log = NodeLog(Path(dep.out) / "nodes" / "launcher.jsonl")
 
-    def start(role: str, name: str, incarnation: int = 0) -> None:
-        p = ctx.Process(target=run_node, args=(role, name, str(config), incarnation,
-                                               os.getpid()),
-                        name=f"peergrid-{name}", daemon=False)
+    def start(self, name: str, incarnation: int = 0, finish: bool = False) -> None:
+        p = self.ctx.Process(target=run_node, args=(self.role[name], name, str(self.config),
+                                                    incarnation, os.getpid(), finish),
+                             name=f"peergrid-{name}", daemon=False)
         p.start()
-        procs[name] = p
+        self.procs[name] = p
+        self.incarnation[name] = incarnation
+        self.log.event("started", node=name, incarnation=incarnation, pid=p.pid, finish=finish)
 
-    on_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if on_main_thread else None
-    try:
-        start("grid", "grid")
-        for a in dep.agents:
-            start("prosumer", a)
-        start("market", "market")
-        restarted: set[str] = set()
-        deadline = time.monotonic() + timeout_s
-        while procs["market"].is_alive():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"deployment did not finish within {timeout_s:.0f} s")
-            for k in kills:
-                p = procs[k.agent]
-                if (k.restart_round is not None and k.agent not in restarted
-                        and not p.is_alive() and _rounds_done(out) >= k.restart_round):
-                    exits[f"{k.agent}#0"] = p.exitcode
-                    start("prosumer", k.agent, incarnation=1)
-                    restarted.add(k.agent)
-            time.sleep(0.02)
-        # the market sent everyone "stop": give them a shared grace period, then stop them
-        grace = time.monotonic() + 10.0
-        for p in procs.values():
-            p.join(timeout=max(grace - time.monotonic(), 0.1))
-    finally:
-        if on_main_thread:
-            signal.signal(signal.SIGTERM, previous)
-        for p in procs.values():
+    def reap(self, name: str) -> None:
+        """Note the exit of ``name``'s current process."""
+        p = self.procs[name]
+        self.exits[f"{name}#{self.incarnation[name]}"] = p.exitcode
+        self.log.event("died", node=name, incarnation=self.incarnation[name],
+                       exit_code=p.exitcode)
+
+    def restart_if_due(self, name: str) -> None:
+        """An unscheduled death: restart after the back-off, while the budget lasts."""
+        if name not in self.retry_at:
+            self.reap(name)
+            n = self.restarts.get(name, 0)
+            if n >= self.cfg.restart_budget:
+                self.log.event("gave_up", node=name, restarts=n)
+                self.retry_at[name] = float("inf")
+                return
+            self.retry_at[name] = time.monotonic() + self.cfg.restart_backoff_ms / 1e3 * 2 ** n
+        if time.monotonic() >= self.retry_at[name]:
+            del self.retry_at[name]
+            self.restarts[name] = self.restarts.get(name, 0) + 1
+            self.start(name, self.incarnation[name] + 1)
+
+    def stop_all(self) -> None:
+        for p in self.procs.values():
             if p.is_alive():
                 p.terminate()
-        for p in procs.values():
+        for p in self.procs.values():
             p.join(timeout=5)
             if p.is_alive():
                 p.kill()
                 p.join()
-    exits.update({name: p.exitcode for name, p in procs.items()})
+
+
+def launch(dep: Deployment, timeout_s: float = 3600.0) -> dict[str, int]:
+    """Run a deployment to its end, supervising its nodes; returns each process's exit
+    code (``name#i`` for an incarnation that died before the last). Writes
+    ``status.json``: whether every round was run, and up to which."""
+    check_ports_free(dep.endpoints)
+    out = Path(dep.out)
+    config = out / "deploy.json"
+    dep.write(config)
+    from peergrid.scenarios.loader import scenario_from_dump
+
+    scenario = scenario_from_dump(dep.scenario)
+    d = scenario.deploy
+    n_rounds = dep.days * (24 * 60 // scenario.scenario.step_min)
+    scheduled = {k.agent: k for k in d.kills}  # crashed on purpose: restarted on schedule
+    sup = _Supervisor(dep, config, d)
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if on_main_thread else None
+    status = {"complete": False, "rounds": n_rounds, "rounds_done": 0, "reason": "interrupted"}
+    try:
+        sup.start("grid")
+        for a in dep.agents:
+            sup.start(a)
+        sup.start("market")
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"deployment did not finish within {timeout_s:.0f} s")
+            market = sup.procs["market"]
+            if not market.is_alive():
+                if market.exitcode == 0 or sup.retry_at.get("market") == float("inf"):
+                    break
+                sup.restart_if_due("market")  # from its checkpoint; the nodes wait for it
+            for name, p in list(sup.procs.items()):
+                if name == "market" or p.is_alive() or p.exitcode == 0:
+                    continue  # a clean exit: told to stop (or its market fell silent)
+                k = scheduled.get(name)
+                if k is not None and sup.incarnation[name] == 0:
+                    # the injected crash: back before its restart round, or never
+                    if (k.restart_round is not None and name not in sup.retry_at
+                            and _rounds_done(out) >= k.restart_round):
+                        sup.reap(name)
+                        sup.start(name, 1)
+                    continue
+                sup.restart_if_due(name)
+            time.sleep(0.02)
+        market_exit = sup.procs["market"].exitcode
+        status["rounds_done"] = _rounds_done(out)
+        if market_exit != 0:  # the round clock itself died: the run cannot go on
+            status["reason"] = f"market exited with {market_exit}"
+        else:
+            status.update(complete=status["rounds_done"] == n_rounds, reason="finished")
+            # the market sent everyone "stop": give them a shared grace period
+            grace = time.monotonic() + 10.0
+            for p in sup.procs.values():
+                p.join(timeout=max(grace - time.monotonic(), 0.1))
+            # agents down at the end book their remaining rounds from their checkpoint
+            # and the market's ledger
+            for name, p in list(sup.procs.items()):
+                if sup.role[name] == "prosumer" and p.exitcode not in (0, None):
+                    sup.reap(name)
+                    sup.start(name, sup.incarnation[name] + 1, finish=True)
+                    sup.procs[name].join(timeout=60)
+    finally:
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+        sup.stop_all()
+        if status["rounds_done"] == 0:
+            status["rounds_done"] = _rounds_done(out)
+        (out / "status.json").write_text(json.dumps(status, indent=2))
+        sup.log.event("end", **status)
+        sup.log.close()
+    exits = {**sup.exits, **{name: p.exitcode for name, p in sup.procs.items()}}
     (out / "exit_codes.json").write_text(json.dumps(exits, indent=2))
     return exits

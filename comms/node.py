@@ -8,27 +8,43 @@ model and its own counters; a broadcast is a loop over receivers, which at 13-64
 costs nothing next to a round. Endpoints are ``tcp://host:port``, so the same processes
 run on one machine or many.
 
-Whatever arrives is decoded by ``comms.wire``; garbage, foreign scenarios, spoofed
-senders and duplicates (same kind, episode, round, sender) are logged with the reason
-and counted, and the node carries on.
+Whatever arrives is decoded by ``comms.wire``. Refused (with a reason): garbage, a
+message larger than ``MAX_MESSAGE_BYTES`` (ZeroMQ drops it at the socket, unread), a
+foreign scenario, a sender that is not a node of this deployment or not the connection
+it came on. Dropped as duplicates: a second copy of a message that must not be applied
+twice, remembered per sender for the last ``DUPLICATE_WINDOW`` rounds only. Resources
+stay bounded under any flood: counters are per known peer, the first few refusals of a
+round are logged in full and the rest counted per reason, once per round.
+
+Heartbeats: every node tells the market it is alive every ``heartbeat_s`` and the market
+tells every node; ``silent_for(peer)`` is what liveness is judged on (the receiver's own
+monotonic clock). A heartbeat also carries the sender's wall clock, so the skew between
+hosts is measured and logged, never used.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections import Counter, deque
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
 import zmq
 
-from peergrid.comms.links import LinkModel, Outbox
-from peergrid.comms.wire import Header, WireError, decode, encode
+from peergrid.comms.links import LinkModel, LinkStats, Outbox
+from peergrid.comms.messages import Heartbeat, Message
+from peergrid.comms.wire import MAX_MESSAGE_BYTES, Header, WireError, decode, encode
+
+DUPLICATE_WINDOW = 4
+"""Rounds (global) for which a message key is remembered per sender."""
+LOGGED_REFUSALS_PER_ROUND = 5
+_MAX_REASONS = 32
 
 
 class NodeLog:
-    """One JSON line per event, flushed: what a node saw, sent, dropped and why."""
+    """One JSON line per event: what a node saw, sent, dropped and why."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -44,20 +60,83 @@ class NodeLog:
         self._f.close()
 
 
+class Refusals:
+    """Refused messages per reason per round: the first few in full, the rest counted."""
+
+    def __init__(self, log: NodeLog) -> None:
+        self.log = log
+        self.round: int | None = None
+        self.counts: Counter[str] = Counter()
+        self.logged = 0
+        self.total = 0
+
+    def add(self, global_round: int, peer: str, reason: str, **detail: Any) -> None:
+        if global_round != self.round:
+            self.flush()
+            self.round = global_round
+        self.total += 1
+        code = reason.split(" = ")[0].split(":")[0][:60]
+        if code not in self.counts and len(self.counts) >= _MAX_REASONS:
+            code = "other"
+        self.counts[code] += 1
+        if self.logged < LOGGED_REFUSALS_PER_ROUND:
+            self.logged += 1
+            self.log.event("rejected", peer=peer[:64], reason=reason[:300], **detail)
+
+    def flush(self) -> None:
+        """One line with this round's counts per reason (all of them, logged or not)."""
+        if self.counts:
+            self.log.event("rejected_count", k=self.round, counts=dict(self.counts),
+                           total=sum(self.counts.values()))
+        self.counts, self.logged = Counter(), 0
+
+
+class DuplicateWindow:
+    """Keys of the last ``DUPLICATE_WINDOW`` global rounds, per sender."""
+
+    def __init__(self) -> None:
+        self._keys: dict[str, deque[tuple[int, set]]] = {}
+
+    def seen(self, sender: str, global_round: int, key: tuple) -> bool:
+        rounds = self._keys.setdefault(sender, deque())
+        while rounds and rounds[0][0] < global_round - DUPLICATE_WINDOW:
+            rounds.popleft()
+        for _, keys in rounds:
+            if key in keys:
+                return True
+        if not rounds or rounds[-1][0] != global_round:
+            rounds.append((global_round, set()))
+        rounds[-1][1].add(key)
+        return False
+
+    def size(self) -> int:
+        return sum(len(k) for r in self._keys.values() for _, k in r)
+
+
 class Node:
     def __init__(self, name: str, scenario_id: str, endpoints: Mapping[str, str],
-                 links: LinkModel, log: NodeLog) -> None:
+                 links: LinkModel, log: NodeLog, heartbeat_to: tuple[str, ...] = (),
+                 heartbeat_s: float = 0.5) -> None:
         self.name, self.scenario_id = name, scenario_id
         self.endpoints = dict(endpoints)
         self.ctx = zmq.Context.instance()
         self.inbox = self.ctx.socket(zmq.ROUTER)
         self.inbox.setsockopt(zmq.LINGER, 0)
+        self.inbox.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
         self.inbox.bind(self.endpoints[name])
         self._peers: dict[str, zmq.Socket] = {}
         self.outbox = Outbox(links)
         self.log = log
-        self.seen: set[tuple[str, int, int, str]] = set()
+        self.refusals = Refusals(log)
+        self.duplicates = DuplicateWindow()
         self.global_round = 0
+        self.heartbeat_to, self.heartbeat_s = tuple(heartbeat_to), heartbeat_s
+        self._next_beat = 0.0
+        self.started = time.monotonic()
+        self.last_heard: dict[str, float] = {}
+        self.skew_s: dict[str, float] = {}
+        """Peer's wall clock minus ours at its last heartbeat (one-way delay included)."""
+        self.heartbeats: Counter[str] = Counter()
 
     def _peer(self, name: str) -> zmq.Socket:
         sock = self._peers.get(name)
@@ -70,29 +149,46 @@ class Node:
             self._peers[name] = sock
         return sock
 
-    def send(self, receiver: str, kind: str, episode: int, rnd: int, body: dict[str, Any],
-             control: bool = False) -> bool:
-        """Send through the link's fault model; ``control`` messages (hello, stop, crash:
-        the deployment tooling, not the market's network) bypass it."""
-        data = encode(Header(self.scenario_id, episode, rnd, self.name, kind), body)
+    def send(self, receiver: str, msg: Message, episode: int = -1, rnd: int = -1) -> bool:
+        """Send through the link's fault model (control messages, the deployment's own
+        tooling, bypass it); False when the link lost it."""
+        data = encode(Header(self.scenario_id, episode, rnd, self.name, msg.kind), msg)
         sock = self._peer(receiver)
-        if control:
-            sock.send(data)
+        if msg.control:
+            try:
+                sock.send(data, zmq.NOBLOCK)
+            except zmq.Again:  # the peer is gone and its queue full: it will not read it
+                return False
             return True
         return self.outbox.send(receiver, data, self.global_round,
-                                lambda d: sock.send(d, zmq.NOBLOCK))
+                                lambda d: _send_now(sock, d))
 
-    def receive(self, timeout_s: float) -> list[tuple[Header, dict[str, Any]]]:
+    def silent_for(self, peer: str) -> float:
+        """Seconds since ``peer`` was last heard (since this node started if never)."""
+        return time.monotonic() - self.last_heard.get(peer, self.started)
+
+    def _beat(self) -> None:
+        now = time.monotonic()
+        if not self.heartbeat_to or now < self._next_beat:
+            return
+        self._next_beat = now + self.heartbeat_s
+        beat = Heartbeat(self.global_round, time.time())
+        for peer in self.heartbeat_to:
+            self.send(peer, beat)
+
+    def receive(self, timeout_s: float) -> list[tuple[Header, Message]]:
         """Messages accepted within ``timeout_s`` (sends due in the meantime go out)."""
         deadline = time.monotonic() + max(timeout_s, 0.0)
-        accepted: list[tuple[Header, dict[str, Any]]] = []
+        accepted: list[tuple[Header, Message]] = []
         while True:
-            wait = deadline - time.monotonic()
+            self._beat()
+            wait = min(deadline - time.monotonic(), self.heartbeat_s if self.heartbeat_to
+                       else float("inf"))
             due = self.outbox.flush()
             if due is not None:
                 wait = min(wait, due)
             if self.inbox.poll(max(int(wait * 1000), 0) if wait > 0 else 0):
-                while True:
+                for _ in range(10_000):  # a flood cannot keep this loop from returning
                     try:
                         frames = self.inbox.recv_multipart(zmq.NOBLOCK)
                     except zmq.Again:
@@ -106,42 +202,52 @@ class Node:
             if time.monotonic() >= deadline:
                 return accepted
 
-    def _accept(self, frames: list[bytes]) -> tuple[Header, dict[str, Any]] | None:
+    def _stats(self, peer: str) -> LinkStats:
+        return self.outbox.stats[peer if peer in self.endpoints else "(unknown)"]
+
+    def _accept(self, frames: list[bytes]) -> tuple[Header, Message] | None:
         identity = frames[0].decode("utf-8", "replace") if frames else "?"
-        st = self.outbox.stats[identity]
+        st = self._stats(identity)
+        k = self.global_round
         if len(frames) != 2:
             st.rejected += 1
-            self.log.event("rejected", peer=identity, reason=f"{len(frames) - 1} frames, expected 1")
+            self.refusals.add(k, identity, f"frames: {len(frames) - 1}, expected 1")
             return None
         try:
-            header, body = decode(frames[1], self.scenario_id)
+            header, msg = decode(frames[1], self.scenario_id)
         except WireError as err:
             st.rejected += 1
-            self.log.event("rejected", peer=identity, reason=str(err), bytes=len(frames[1]))
+            self.refusals.add(k, identity, str(err), bytes=len(frames[1]))
+            return None
+        if identity not in self.endpoints:
+            st.rejected += 1
+            self.refusals.add(k, identity, f"unknown peer: {identity!r} is not a node here")
             return None
         if header.sender != identity:
             st.rejected += 1
-            self.log.event("rejected", peer=identity, reason=f"sender {header.sender!r} "
-                           f"does not match the connection {identity!r}")
+            self.refusals.add(k, identity, f"spoofed sender: {header.sender!r} "
+                              f"does not match the connection {identity!r}")
             return None
-        if header.kind == "resend":  # an idempotent request: may come several times
-            st.received += 1
-            return header, body
-        if header.key in self.seen:
+        self.last_heard[identity] = time.monotonic()
+        if isinstance(msg, Heartbeat):  # counted and measured here, judged by the protocol
+            self.heartbeats[identity] += 1
+            self.skew_s[identity] = msg.wall_s - time.time()
+            return header, msg
+        if not msg.repeatable and self.duplicates.seen(identity, k, header.key):
             st.duplicates += 1
-            self.log.event("duplicate", peer=identity, kind=header.kind, episode=header.episode,
-                           round=header.round)
+            self.refusals.add(k, identity, f"duplicate: {header.kind}",
+                              episode=header.episode, round=header.round)
             return None
-        self.seen.add(header.key)
         st.received += 1
         st.received_bytes += len(frames[1])
-        return header, body
+        return header, msg
 
     def link_counters(self) -> dict[str, dict[str, int]]:
         return {peer: {k: v for k, v in vars(s).items() if k != "latency_s"}
                 for peer, s in self.outbox.stats.items()}
 
     def close(self) -> None:
+        self.refusals.flush()
         deadline = time.monotonic() + 2.0
         while self.outbox.flush() is not None and time.monotonic() < deadline:
             time.sleep(0.005)
@@ -152,3 +258,11 @@ class Node:
         # queued: terminating the context waits (up to the linger) until it is sent
         self.ctx.term()
         self.log.close()
+
+
+def _send_now(sock: zmq.Socket, data: bytes) -> None:
+    try:
+        sock.send(data, zmq.NOBLOCK)
+    except zmq.Again:  # a dead peer's queue is full: the message is lost, as on a network
+        pass
+

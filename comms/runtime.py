@@ -10,7 +10,8 @@ from peergrid.comms.node import Node, NodeLog
 
 
 def open_node(dep: Deployment, name: str):
-    """(scenario, node) for ``name`` of a deployment."""
+    """(scenario, node) for ``name`` of a deployment. The market beats to every node and
+    every node to the market."""
     from peergrid.scenarios.loader import scenario_from_dump
     from peergrid.scenarios.seeding import stream
 
@@ -23,4 +24,7 @@ def open_node(dep: Deployment, name: str):
         partitions=[Partition(p.a, p.b, p.start_round, p.end_round) for p in d.partitions],
     )
     log = NodeLog(Path(dep.out) / "nodes" / f"{name}.jsonl")
-    return scenario, Node(name, scenario.scenario.id, dep.endpoints, links, log)
+    beat_to = (*dep.agents, "grid") if name == "market" else ("market",)
+    node = Node(name, scenario.scenario.id, dep.endpoints, links, log, heartbeat_to=beat_to,
+                heartbeat_s=d.heartbeat_ms / 1e3)
+    return scenario, node

@@ -1,7 +1,8 @@
 """The wire format: a versioned header and a typed body, packed with msgpack.
 
 A message is the msgpack array ``[version, scenario, episode, round, sender, kind,
-body]``; ``body`` is a map whose fields are checked against ``KINDS``. Numbers travel
+body]``; ``body`` is a map whose fields are checked against the message class of that
+kind (``comms.messages``: the field types declare the checks). Numbers travel
 as msgpack floats and ints, arrays as ``{"dtype", "shape", "data"}`` with raw
 little-endian bytes (float32/float64/int64 only). msgpack never executes anything
 while decoding (no pickle on the wire). ``decode`` raises ``WireError`` with a reason
@@ -12,41 +13,18 @@ count it and keep serving.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import typing
+from dataclasses import dataclass, fields
 from typing import Any
 
 import msgpack
 import numpy as np
 
+from peergrid.comms.messages import KINDS, Message
+
 WIRE_VERSION = 1
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 _DTYPES = {"<f4": np.float32, "<f8": np.float64, "<i8": np.int64}
-
-# field -> type: int, float, str, bool, array, floats (map str->float), map (str->any)
-KINDS: dict[str, dict[str, str]] = {
-    "round_start": {"k": "int", "deadline_s": "float", "sent_at": "float"},
-    "bid": {"bus": "str", "bid_kwh": "float", "surplus_kwh": "float", "q_kvar": "float",
-            "volt_var_kva": "float", "q_max_kvar": "float"},
-    "settlement": {
-        "p2p_bought_kwh": "float", "p2p_sold_kwh": "float", "grid_import_kwh": "float",
-        "grid_export_kwh": "float", "buy_price_per_kwh": "float", "sell_price_per_kwh": "float",
-        "sdr": "float", "payment": "float", "grid_only_payment": "float",
-        "retail_price": "float", "feed_in_price": "float", "traded": "bool",
-        "tsp_kwh": "float", "tbp_kwh": "float", "net_import_kwh": "float",
-    },
-    "positions": {"k": "int", "surplus_kwh": "floats", "q_kvar": "floats",
-                  "volt_var_kva": "floats", "q_max_kvar": "floats", "bus": "map"},
-    "grid_signal": {"vm_pu": "floats", "converged": "bool", "voltage_penalty": "floats",
-                    "line_penalty": "floats", "volt_var_q_kvar": "floats",
-                    "max_line_loading_pct": "float"},
-    "round_done": {"k": "int"},
-    "resend": {"k": "int", "surplus_kwh": "float", "attempt": "int"},
-    "critic": {"update": "int", "step": "int", "params": "array"},
-    "hello": {"pid": "int"},
-    "stop": {},
-    "crash": {"k": "int"},
-}
-
 
 class WireError(ValueError):
     """A message that cannot be accepted, with the reason."""
@@ -83,13 +61,14 @@ def _pack_value(v: Any) -> Any:
     return v
 
 
-def encode(header: Header, body: dict[str, Any]) -> bytes:
-    check_body(header.kind, body)
+def encode(header: Header, msg: Message) -> bytes:
+    if header.kind != msg.kind:
+        raise WireError(f"header kind {header.kind!r} for a {msg.kind!r} message")
+    body = {k: _pack_value(v) for k, v in msg.fields().items()}
+    check_body(header.kind, body)  # never send what a receiver would refuse
     return msgpack.packb(
         [header.version, header.scenario, header.episode, header.round, header.sender,
-         header.kind, {k: _pack_value(v) for k, v in body.items()}],
-        use_bin_type=True,
-    )
+         header.kind, body], use_bin_type=True)
 
 
 def _unpack_array(field: str, v: Any) -> np.ndarray:
@@ -117,9 +96,65 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+_MAX_ABS = 1e12  # no quantity of a feeder comes near this; larger is garbage
+_MAX_ITEMS = 100_000
+_MAX_TEXT = 256
+
+
+def _field_types(cls: type[Message]) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in fields(cls)}
+
+
+_SPECS = {kind: _field_types(cls) for kind, cls in KINDS.items()}
+
+
+def _check_number(where: str, v: Any, nan_ok: bool) -> float:
+    if not _is_number(v):
+        raise WireError(f"{where} = {v!r}: not a number")
+    x = float(v)
+    if math.isnan(x) and nan_ok:
+        return x
+    if not math.isfinite(x):
+        raise WireError(f"{where} = {v!r}: not finite")
+    if abs(x) > _MAX_ABS:
+        raise WireError(f"{where} = {v!r}: beyond any quantity of a feeder")
+    return x
+
+
+def _check_field(where: str, typ: Any, v: Any, nan_ok: bool) -> Any:
+    if typ is int:
+        if not (isinstance(v, int) and not isinstance(v, bool)) or abs(v) > 2**62:
+            raise WireError(f"{where} = {v!r}: not an integer")
+        return v
+    if typ is float:
+        return _check_number(where, v, nan_ok)
+    if typ is str:
+        if not isinstance(v, str) or len(v) > _MAX_TEXT:
+            raise WireError(f"{where} = {v!r:.40}: not a name")
+        return v
+    if typ is bool:
+        if not isinstance(v, bool):
+            raise WireError(f"{where} = {v!r}: not a boolean")
+        return v
+    if typ is np.ndarray:
+        return _unpack_array(where, v) if not isinstance(v, np.ndarray) else v
+    if typing.get_origin(typ) is dict:
+        value_type = typing.get_args(typ)[1]
+        if not isinstance(v, dict) or len(v) > _MAX_ITEMS:
+            raise WireError(f"{where}: not a map of names")
+        out = {}
+        for name, x in v.items():
+            if not isinstance(name, str) or len(name) > _MAX_TEXT:
+                raise WireError(f"{where}: key {name!r:.40} is not a name")
+            out[name] = _check_field(f"{where}[{name}]", value_type, x, nan_ok)
+        return out
+    raise TypeError(f"{where}: no wire check for {typ}")  # a message class out of step
+
+
 def check_body(kind: str, body: Any) -> dict[str, Any]:
     """The body with arrays unpacked, or ``WireError`` naming the field and the problem."""
-    spec = KINDS.get(kind) if isinstance(kind, str) else None
+    spec = _SPECS.get(kind) if isinstance(kind, str) else None
     if spec is None:
         raise WireError(f"unknown kind {kind!r}")
     if not isinstance(body, dict):
@@ -127,30 +162,12 @@ def check_body(kind: str, body: Any) -> dict[str, Any]:
     if set(body) != set(spec):
         missing, extra = sorted(set(spec) - set(body)), sorted(set(body) - set(spec), key=str)
         raise WireError(f"{kind}: fields missing {missing}, unexpected {extra}")
-    out: dict[str, Any] = {}
-    for field, typ in spec.items():
-        v = body[field]
-        where = f"{kind}.{field}"
-        if typ == "int" and not (isinstance(v, int) and not isinstance(v, bool)):
-            raise WireError(f"{where} = {v!r}: not an integer")
-        if typ == "float" and not _is_number(v):
-            raise WireError(f"{where} = {v!r}: not a number")
-        if typ == "str" and not isinstance(v, str):
-            raise WireError(f"{where} = {v!r}: not a string")
-        if typ == "bool" and not isinstance(v, bool):
-            raise WireError(f"{where} = {v!r}: not a boolean")
-        if typ == "floats" and not (isinstance(v, dict) and all(
-                isinstance(k, str) and _is_number(x) for k, x in v.items())):
-            raise WireError(f"{where}: not a map of names to numbers")
-        if typ == "map" and not (isinstance(v, dict) and all(isinstance(k, str) for k in v)):
-            raise WireError(f"{where}: not a map with string keys")
-        if typ == "array":
-            v = _unpack_array(where, v) if not isinstance(v, np.ndarray) else v
-        out[field] = float(v) if typ == "float" else v
-    return out
+    nan_ok = KINDS[kind].nan_ok
+    return {field: _check_field(f"{kind}.{field}", typ, body[field], field in nan_ok)
+            for field, typ in spec.items()}
 
 
-def decode(data: bytes, scenario: str | None = None) -> tuple[Header, dict[str, Any]]:
+def decode(data: bytes, scenario: str | None = None) -> tuple[Header, Message]:
     """Header and checked body of ``data``; ``WireError`` for anything else."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise WireError("not bytes")
@@ -172,4 +189,6 @@ def decode(data: bytes, scenario: str | None = None) -> tuple[Header, dict[str, 
             raise WireError(f"header.{name} = {v!r}: not a round number")
     if not isinstance(sender, str) or not sender:
         raise WireError(f"header.sender = {sender!r}: not a name")
-    return Header(scen, episode, rnd, sender, kind), check_body(kind, body)
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise WireError(f"unknown kind {kind!r:.40}")
+    return Header(scen, episode, rnd, sender, kind), KINDS[kind](**check_body(kind, body))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -127,3 +128,22 @@ class GridOperator:
         if not settled:
             logger.warning("volt-var inverters did not settle (%d agents)", len(droop))
         return {a: float(x) for a, x in zip(droop, q, strict=True)}, last[0]
+
+
+def grid_row(key: dict[str, Any], signal: GridSignal, grid: GridOperator) -> dict[str, Any]:
+    """The grid.jsonl row of one round: every node's voltage, every line's loading, the
+    penalties charged and what could not be charged to anyone."""
+    result, charged = grid.last_result, grid.last_penalties
+    loading = result.line_loading_pct if result is not None else np.array([])
+    names = grid.solver.line_names if result is not None else []
+    return {
+        **key, "converged": signal.converged,
+        "max_line_loading_pct": signal.max_line_loading_pct,
+        "lines_overloaded": int(np.sum(np.asarray(loading) > 100.0)),
+        "voltage_penalty": float(sum(signal.voltage_penalty.values())),
+        "line_penalty": float(sum(signal.line_penalty.values())),
+        "voltage_penalty_unallocated": charged.voltage_unallocated if charged else 0.0,
+        "line_penalty_unallocated": charged.line_unallocated if charged else 0.0,
+        **{f"vm_pu.{b}": v for b, v in signal.vm_pu.items()},
+        **{f"loading_pct.{n}": float(x) for n, x in zip(names, loading, strict=True)},
+    }

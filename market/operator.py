@@ -9,11 +9,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from peergrid.market.bid import Bid
 from peergrid.market.errors import MarketInputError
 from peergrid.market.sdr import Clearing, Tariff
-from peergrid.market.settlement import Settlement, clear_and_settle
+from peergrid.market.settlement import Settlement, check_positions, clear_and_settle
 
 
 @dataclass(frozen=True)
@@ -54,3 +55,33 @@ class MarketOperator:
             self.tariff(hour),
         )
         return MarketResult(round_index=round_index, clearing=clearing, settlements=settlements)
+
+
+def bid_problem(bid: Bid, max_kwh: float = math.inf) -> str | None:
+    """Why the market cannot clear ``bid`` (None: it can): the same rules the clearing
+    enforces, for one agent at a time, so one bad bid is refused and the round goes on;
+    ``max_kwh`` bounds the metered position by what the agent's devices can deliver."""
+    try:
+        check_positions({bid.agent: bid.bid_kwh}, {bid.agent: bid.surplus_kwh})
+    except MarketInputError as err:
+        return str(err)
+    for name in ("q_kvar", "volt_var_kva", "q_max_kvar"):
+        v = getattr(bid, name)
+        if not math.isfinite(v):
+            return f"bids[{bid.agent}].{name} = {v!r}: must be a finite number"
+    if abs(bid.surplus_kwh) > max_kwh:
+        return (f"bids[{bid.agent}].surplus_kwh = {bid.surplus_kwh!r}: more than its devices "
+                f"can deliver ({max_kwh:.6g} kWh)")
+    return None
+
+
+def market_row(key: dict[str, Any], market: MarketResult) -> dict[str, Any]:
+    """The market.jsonl row of one round."""
+    c = market.clearing
+    return {
+        **key, "tsp_kwh": c.tsp_kwh, "tbp_kwh": c.tbp_kwh, "sdr": c.sdr,
+        "p2p_kwh": c.p2p_kwh, "sell_price": c.sell_price_per_kwh,
+        "buy_price": c.buy_price_per_kwh,
+        "retail_price": c.tariff.retail_price_per_kwh,
+        "feed_in_price": c.tariff.feed_in_price_per_kwh,
+    }

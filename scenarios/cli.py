@@ -203,7 +203,8 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
     bad = {n: c for n, c in exits.items() if c not in (0, None) and "#" not in n}
     print(f"\nprocesses: {len(exits)}; exit codes other than 0: {bad or 'none'}")
     print(f"logs: {out}/agents/*.jsonl (records), {out}/nodes/*.jsonl (messages, faults)")
-    return 0 if not bad else 1
+    status = json.loads((out / "status.json").read_text())
+    return 0 if not bad and status["complete"] else 1
 
 
 def _cmd_node(args: argparse.Namespace) -> int:

@@ -26,12 +26,12 @@ from peergrid.agents.records import RoundRecord
 from peergrid.grid.signal import GridSignal
 from peergrid.market.bid import Bid
 from peergrid.grid.feeders import FEEDERS, build_feeder, bus_phases, feeder_buses
-from peergrid.grid.operator import GridOperator, connection_nodes
+from peergrid.grid.operator import GridOperator, connection_nodes, grid_row
 from peergrid.grid.penalty import PenaltyRule, observed_voltage
 from peergrid.grid.powerflow import PandapowerSolver, Solver
 from peergrid.grid.threephase import ThreePhaseSolver
 from peergrid.grid.zbus import ZBusSolver
-from peergrid.market.operator import MarketOperator, MarketResult
+from peergrid.market.operator import MarketOperator, MarketResult, market_row
 from peergrid.scenarios import profiles
 from peergrid.scenarios.schema import AgentConfig, Scenario
 
@@ -154,37 +154,6 @@ def build_prosumer(scenario: Scenario, a: AgentConfig, clock: Clock) -> Prosumer
     public = initial_outcome(len(feeder_nodes(scenario)), retail[0], feed_in[0],
                              scenario.feeder.slack_vm_pu)
     return Prosumer(prosumer_spec(a), load, pv, clock.dt_h, initial, public)
-
-
-def market_row(key: dict[str, Any], market: MarketResult) -> dict[str, Any]:
-    """The market.jsonl row of one round."""
-    c = market.clearing
-    return {
-        **key, "tsp_kwh": c.tsp_kwh, "tbp_kwh": c.tbp_kwh, "sdr": c.sdr,
-        "p2p_kwh": c.p2p_kwh, "sell_price": c.sell_price_per_kwh,
-        "buy_price": c.buy_price_per_kwh,
-        "retail_price": c.tariff.retail_price_per_kwh,
-        "feed_in_price": c.tariff.feed_in_price_per_kwh,
-    }
-
-
-def grid_row(key: dict[str, Any], signal: GridSignal, grid: GridOperator) -> dict[str, Any]:
-    """The grid.jsonl row of one round: every node's voltage, every line's loading, the
-    penalties charged and what could not be charged to anyone."""
-    result, charged = grid.last_result, grid.last_penalties
-    loading = result.line_loading_pct if result is not None else np.array([])
-    names = grid.solver.line_names if result is not None else []
-    return {
-        **key, "converged": signal.converged,
-        "max_line_loading_pct": signal.max_line_loading_pct,
-        "lines_overloaded": int(np.sum(np.asarray(loading) > 100.0)),
-        "voltage_penalty": float(sum(signal.voltage_penalty.values())),
-        "line_penalty": float(sum(signal.line_penalty.values())),
-        "voltage_penalty_unallocated": charged.voltage_unallocated if charged else 0.0,
-        "line_penalty_unallocated": charged.line_unallocated if charged else 0.0,
-        **{f"vm_pu.{b}": v for b, v in signal.vm_pu.items()},
-        **{f"loading_pct.{n}": float(x) for n, x in zip(names, loading, strict=True)},
-    }
 
 
 def agent_connections(scenario: Scenario) -> dict[str, list[str]]:

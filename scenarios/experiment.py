@@ -20,8 +20,6 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
 
 from peergrid.agents.policies import make_policy
 from peergrid.scenarios.community import for_policy

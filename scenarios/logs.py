@@ -21,59 +21,19 @@ import os
 import platform
 import subprocess
 import sys
-from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pandas as pd
 
-from peergrid.agents.records import RoundRecord
+from peergrid.agents.records import RoundRecord  # noqa: F401
+from peergrid.comms.runlog import RunWriter  # noqa: F401  (one writer for every runtime)
 
 AGENT_KEY = ["episode", "round", "agent"]
 ROUND_KEY = ["episode", "round"]
 _VERSIONED = ("peergrid", "numpy", "pandas", "pandapower", "mesa", "pettingzoo", "simbench",
               "networkx", "pyzmq", "torch")
-
-
-class RunWriter:
-    """Appends records to a run directory, one flushed line per record."""
-
-    def __init__(self, run_dir: str | Path) -> None:
-        self.run_dir = Path(run_dir)
-        (self.run_dir / "agents").mkdir(parents=True, exist_ok=True)
-        self._files: dict[str, IO[str]] = {}
-
-    def _file(self, relpath: str) -> IO[str]:
-        f = self._files.get(relpath)
-        if f is None:
-            f = open(self.run_dir / relpath, "a", encoding="utf-8")  # noqa: SIM115
-            self._files[relpath] = f
-        return f
-
-    def write_row(self, relpath: str, row: dict[str, Any]) -> None:
-        """Append one row to a file of the run (e.g. a node's market.jsonl)."""
-        f = self._file(relpath)
-        f.write(json.dumps(row) + "\n")
-        f.flush()
-
-    def write_round(self, records: Iterable[RoundRecord], market_row: dict[str, Any],
-                    grid_row: dict[str, Any]) -> None:
-        for r in records:
-            self.write_row(f"agents/{r.agent}.jsonl", r.as_dict())
-        self.write_row("market.jsonl", market_row)
-        self.write_row("grid.jsonl", grid_row)
-
-    def close(self) -> None:
-        for f in self._files.values():
-            f.close()
-        self._files.clear()
-
-    def __enter__(self) -> RunWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _git_commit() -> str | None:

@@ -53,7 +53,11 @@ def grid_violations(grid: pd.DataFrame, vm_min_pu: float, vm_max_pu: float,
     vm = grid[[c for c in grid.columns if c.startswith("vm_pu.")]].to_numpy(dtype=float)
     groups = bus_groups(feeder, agent_buses) if feeder else None
     buses, over, under = bus_violations(grid, vm_min_pu, vm_max_pu, groups)
-    failed = ~grid.converged.to_numpy(dtype=bool)
+    # a deployed round whose positions never reached the grid has no power flow: its
+    # voltages are unknown, counted apart from a power flow that failed
+    lost = (grid["positions_lost"].fillna(False).to_numpy(dtype=bool)
+            if "positions_lost" in grid else np.zeros(len(grid), dtype=bool))
+    failed = ~grid.converged.to_numpy(dtype=bool) & ~lost
     loading = grid.max_line_loading_pct.to_numpy(dtype=float)
     return {
         "voltage_violations": int((over.any(1) | under.any(1) | failed).sum()),
@@ -66,6 +70,7 @@ def grid_violations(grid: pd.DataFrame, vm_min_pu: float, vm_max_pu: float,
         "max_line_loading_pct": float(np.nanmax(loading)),
         "line_overload_rounds": int((loading > 100.0).sum()),
         "nonconverged_rounds": int(failed.sum()),
+        "voltage_unknown_rounds": int(lost.sum()),
         **({f"over_rounds.{b}": int(over[:, j].sum()) for j, b in enumerate(buses)}
            | {f"under_rounds.{b}": int(under[:, j].sum()) for j, b in enumerate(buses)}
            if per_bus else {}),
@@ -121,6 +126,18 @@ def summarize(run_dir: str | Path) -> dict[str, Any]:
                               sorted({a["bus"] for a in manifest["scenario"]["agents"]}))),
         "agent_penalty_rounds": int(per_agent.voltage_penalty_rounds.sum()),
     }
+    market_path = Path(run_dir) / "market.jsonl"
+    if market_path.is_file():  # a deployment's: the rounds each node was down in
+        market = pd.read_json(market_path, lines=True)
+        if "down" in market:
+            down: dict[str, list[int]] = {}
+            for k, names in enumerate(market["down"]):
+                for name in names:
+                    down.setdefault(name, []).append(k)
+            community["down_rounds"] = down
+    status_path = Path(run_dir) / "status.json"  # a deployment's: did it run every round?
+    if status_path.is_file():
+        community["deployment"] = json.loads(status_path.read_text())
     return {"community": community, "agents": per_agent.reset_index().to_dict(orient="records")}
 
 
@@ -151,7 +168,27 @@ def format_summary(summary: dict[str, Any]) -> str:
     ]
     if c["nonconverged_rounds"]:
         lines.append(f"  NON-CONVERGED rounds   {c['nonconverged_rounds']}")
+    if c.get("voltage_unknown_rounds"):
+        lines.append(f"  voltages unknown       {c['voltage_unknown_rounds']} rounds "
+                     "(positions never reached the grid)")
+    for name, ks in sorted(c.get("down_rounds", {}).items()):
+        lines.append(f"  down                   {name}: rounds {_spans(ks)}")
+    dep = c.get("deployment")
+    if dep is not None and not dep["complete"]:
+        lines.append(f"  INCOMPLETE deployment: {dep['rounds_done']} of {dep['rounds']} rounds "
+                     f"run ({dep['reason']})")
     return "\n".join(lines)
+
+
+def _spans(ks: list[int]) -> str:
+    """[3, 4, 5, 9] -> '3-5, 9'."""
+    spans: list[list[int]] = []
+    for k in ks:
+        if spans and k == spans[-1][1] + 1:
+            spans[-1][1] = k
+        else:
+            spans.append([k, k])
+    return ", ".join(f"{a}-{b}" if b > a else f"{a}" for a, b in spans)
 
 
 def write_summary(run_dir: str | Path) -> dict[str, Any]:

@@ -337,6 +337,22 @@ class DeployConfig(_Section):
         default=2000.0, gt=0,
         description="Critics of neighbours that have not arrived by then are left out.",
     )
+    heartbeat_ms: float = Field(
+        default=500.0, gt=0, description="Every node and the market tell each other they are "
+        "alive this often.")
+    down_after_ms: float = Field(
+        default=3000.0, gt=0,
+        description="The market marks a node down after this much silence: nobody waits "
+        "for it, its rounds are booked grid-only (flagged down) until it is heard again.")
+    idle_exit_ms: float = Field(
+        default=30000.0, gt=0,
+        description="A node that has not heard the market this long exits (so nodes "
+        "started by hand do not outlive their market).")
+    restart_budget: int = Field(
+        default=3, ge=0, description="Restarts the launcher gives each node that dies "
+        "unscheduled (any cause), from its checkpoint.")
+    restart_backoff_ms: float = Field(
+        default=500.0, ge=0, description="Wait before the first restart; doubled each time.")
     latency_ms: float = Field(default=0.0, ge=0, description="Mean one-way latency, every link.")
     jitter_ms: float = Field(
         default=0.0, ge=0, description="Std of a normal jitter on the latency (clipped at 0)."

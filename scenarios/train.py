@@ -144,6 +144,7 @@ class Team:
                 graph = communication_graph(scenario, self.ids)
                 self.weights = metropolis_weights(graph, self.ids)
         self.episodes_in_rollout = 0
+        self.updates = 0  # the consensus period counts epochs over the whole run
         self.lr_anneal = scenario.algo.lr_anneal
 
     def _optimisers(self) -> list[tuple[torch.optim.Optimizer, float]]:
@@ -196,7 +197,8 @@ class Team:
             return {}
         self.episodes_in_rollout = 0
         stats = cooperative_update(self.group, self.cfg.epochs, self.weights,
-                                   self.cfg.consensus_period)
+                                   self.cfg.consensus_period, self.updates * self.cfg.epochs)
+        self.updates += 1
         if self.algo != "mappo":
             stats["critic_disagreement"] = critic_disagreement(self.group, self.ids)
         if self.algo == "consensus":
@@ -205,7 +207,8 @@ class Team:
 
     def state_dict(self) -> dict[str, Any]:
         core = self.maddpg.state_dict() if self.algo == "maddpg" else self.group.state_dict()
-        return {"algo": self.algo, "core": core, "episodes_in_rollout": self.episodes_in_rollout}
+        return {"algo": self.algo, "core": core, "episodes_in_rollout": self.episodes_in_rollout,
+                "updates": self.updates}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state["algo"] != self.algo:
@@ -215,6 +218,7 @@ class Team:
         else:
             self.group.load_state_dict(state["core"])
         self.episodes_in_rollout = state["episodes_in_rollout"]
+        self.updates = state.get("updates", 0)
 
 
 # ---- running days ------------------------------------------------------------------

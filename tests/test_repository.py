@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
-import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,9 +50,7 @@ KNOWN_UPWARD = {
     ("peergrid.comms.runtime", "peergrid.scenarios.seeding"),
     ("peergrid.comms.preload", "peergrid.scenarios.train"),
     ("peergrid.comms.nodes.market", "peergrid.scenarios.community"),
-    ("peergrid.comms.nodes.market", "peergrid.scenarios.logs"),
     ("peergrid.comms.nodes.grid", "peergrid.scenarios.community"),
-    ("peergrid.comms.nodes.grid", "peergrid.scenarios.logs"),
     ("peergrid.comms.nodes.prosumer", "peergrid.scenarios.community"),
     ("peergrid.comms.nodes.prosumer", "peergrid.scenarios.seeding"),
     ("peergrid.comms.nodes.prosumer", "peergrid.scenarios.train"),

@@ -2,34 +2,66 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import msgpack
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from peergrid.comms.wire import KINDS, Header, WireError, decode, encode
+from peergrid.comms.messages import KINDS, BidMessage, Critic, SettlementMessage
+from peergrid.comms.wire import Header, WireError, decode, encode
 
 H = Header("ieee13_v1", 0, 5, "a01", "bid")
-BID = {"bus": "634", "bid_kwh": 1.5, "surplus_kwh": 2.0, "q_kvar": 0.3, "volt_var_kva": 0.0,
-       "q_max_kvar": 12.0}
+BID_MSG = BidMessage(5, "634", 1.5, 2.0, 0.3, 0.0, 12.0)
+BID = BID_MSG.fields()
 
 
 def test_round_trip_keeps_header_and_body():
-    header, body = decode(encode(H, BID), "ieee13_v1")
-    assert header == H and body == BID
+    header, msg = decode(encode(H, BID_MSG), "ieee13_v1")
+    assert header == H and msg == BID_MSG
 
 
 def test_arrays_round_trip_exactly():
     params = np.random.default_rng(0).standard_normal(4417).astype(np.float32)
     h = Header("s", 2, -1, "a03", "critic")
-    _, body = decode(encode(h, {"update": 3, "step": 1, "params": params}))
-    assert body["params"].dtype == np.float32 and np.array_equal(body["params"], params)
+    _, msg = decode(encode(h, Critic(3, 1, "abc", params)))
+    assert msg.params.dtype == np.float32 and np.array_equal(msg.params, params)
+
+
+def test_every_kind_round_trips_and_its_checks_come_from_its_class():
+    import dataclasses
+    import typing
+
+    samples = {int: 3, float: 1.25, str: "634", bool: True, np.ndarray: np.arange(3.0),
+               dict[str, float]: {"a01": 0.5}, dict[str, str]: {"a01": "634"}}
+    for kind, cls in KINDS.items():
+        hints = typing.get_type_hints(cls)
+        msg = cls(**{f.name: samples[hints[f.name]] for f in dataclasses.fields(cls)})
+        header, back = decode(encode(Header("s", 0, 1, "a01", kind), msg))
+        assert header.kind == kind and type(back) is cls
+        assert all(np.array_equal(getattr(back, f.name), getattr(msg, f.name))
+                   for f in dataclasses.fields(cls))
+
+
+def test_non_finite_numbers_are_refused_except_where_the_class_allows_them():
+    nan, inf = float("nan"), float("inf")
+    with pytest.raises(WireError, match="bid.bid_kwh = nan: not finite"):
+        decode(msgpack.packb([1, "s", 0, 0, "a01", "bid", {**BID, "bid_kwh": nan}]))
+    with pytest.raises(WireError, match="not finite"):
+        decode(msgpack.packb([1, "s", 0, 0, "a01", "bid", {**BID, "surplus_kwh": -inf}]))
+    with pytest.raises(WireError, match="beyond any quantity"):
+        decode(msgpack.packb([1, "s", 0, 0, "a01", "bid", {**BID, "q_kvar": 1e300}]))
+    grid_only = {f.name: 0.0 for f in dataclasses.fields(SettlementMessage)}
+    grid_only.update(k=1, traded=False, sdr=nan, tsp_kwh=nan, tbp_kwh=nan, net_import_kwh=nan)
+    _, msg = decode(msgpack.packb([1, "s", 0, 1, "market", "settlement", grid_only]))
+    assert np.isnan(msg.sdr) and msg.traded is False
 
 
 def test_foreign_scenario_and_wrong_version_are_refused():
     with pytest.raises(WireError, match="foreign"):
-        decode(encode(H, BID), "other")
+        decode(encode(H, BID_MSG), "other")
     data = msgpack.packb([99, "ieee13_v1", 0, 0, "x", "bid", BID])
     with pytest.raises(WireError, match="version"):
         decode(data)
@@ -49,7 +81,8 @@ def test_bad_bodies_name_the_field(body, reason):
 
 def test_arrays_that_lie_about_their_size_are_refused():
     bad = {"dtype": "<f4", "shape": [10], "data": b"\x00" * 8}
-    data = msgpack.packb([1, "s", 0, 0, "a01", "critic", {"update": 0, "step": 0, "params": bad}])
+    data = msgpack.packb([1, "s", 0, 0, "a01", "critic",
+                          {"update": 0, "step": 0, "layout": "x", "params": bad}])
     with pytest.raises(WireError, match="do not fill"):
         decode(data)
 
@@ -81,4 +114,4 @@ def test_well_formed_msgpack_with_wrong_content_is_refused_with_a_reason(version
     except WireError as err:
         assert str(err)
         return
-    assert header.kind in KINDS and set(checked) == set(KINDS[header.kind])
+    assert header.kind in KINDS and type(checked) is KINDS[header.kind]

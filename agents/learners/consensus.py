@@ -16,7 +16,7 @@ each learner takes its actor, critic (and estimator) minibatch steps, and every
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -41,18 +41,42 @@ def consensus_step(holder: SharedHolder, order: Sequence[str], weights: np.ndarr
         holder.set_consensus_parameters(a, consensus_average(a, values, row))
 
 
-def cooperative_update(group, epochs: int, weights: np.ndarray | None = None,
-                       consensus_period: int = 1) -> dict[str, float]:
-    """One PPO update of a group; consensus on what it shares when ``weights`` given."""
-    group.begin_update()
+def consensus_due(epochs_before: int, epoch: int, period: int) -> bool:
+    """Whether a consensus step follows ``epoch`` of an update that starts after
+    ``epochs_before`` epochs of earlier updates: the period counts epochs over the whole
+    run, so a period longer than one update's epochs still averages (every few updates)."""
+    return (epochs_before + epoch + 1) % period == 0
+
+
+def update_steps(learner, epochs: int, consensus_period: int | None = 1,
+                 epochs_before: int = 0) -> Generator[int, None, dict[str, float]]:
+    """One PPO update, the loop both runtimes run: yields each epoch after which a
+    consensus step is due (the caller performs it before resuming: in process
+    ``consensus_step`` over a group, deployed an exchange with the neighbours over the
+    network); returns the mean losses. ``learner`` is one agent's learner or a group;
+    ``consensus_period`` None: independent learning (no consensus step)."""
+    learner.begin_update()
     totals: dict[str, float] = {}
     for e in range(epochs):
-        for k, v in group.update_epoch().items():
+        for k, v in (learner.update_epoch() or {}).items():
             totals[k] = totals.get(k, 0.0) + v
-        if weights is not None and (e + 1) % consensus_period == 0:
-            consensus_step(group, group.ids, weights)
-    group.end_update()
+        if consensus_period is not None and consensus_due(epochs_before, e, consensus_period):
+            yield e
+    learner.end_update()
     return {k: v / max(epochs, 1) for k, v in totals.items() if k != "actor_loss"}
+
+
+def cooperative_update(group, epochs: int, weights: np.ndarray | None = None,
+                       consensus_period: int = 1, epochs_before: int = 0) -> dict[str, float]:
+    """One update of a group in process; consensus on what it shares when ``weights``."""
+    steps = update_steps(group, epochs, None if weights is None else consensus_period,
+                         epochs_before)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+        consensus_step(group, group.ids, weights)
 
 
 def disagreement(vectors: Sequence[np.ndarray]) -> float:

@@ -313,6 +313,16 @@ class PPOGroup:
                 moments.append(moment.detach().reshape(-1))
         return np.concatenate([self.value_parameters(agent), torch.cat(moments).numpy()])
 
+    def consensus_layout(self) -> list[tuple[str, tuple[int, ...]]]:
+        """Names and per-agent shapes of what ``consensus_parameters`` holds, in order
+        (sent as a hash with every vector, so another network's vector is refused)."""
+        names = ["critic"] + (["estimator"] if self.mode == "networked" else [])
+        layout = [(f"{name}.{kind}{j}", tuple(t.shape[1:]))
+                  for name, net in zip(names, self._shared_nets(), strict=True)
+                  for j, (w, b) in enumerate(zip(net.weights, net.biases, strict=True))
+                  for kind, t in (("w", w), ("b", b))]
+        return layout + [("moments", (3,))]
+
     def set_consensus_parameters(self, agent: str, vector: np.ndarray) -> None:
         i = self.ids.index(agent)
         tensors = self._shared_tensors()
@@ -445,6 +455,9 @@ class PPOLearner:
 
     def set_consensus_parameters(self, vector: np.ndarray) -> None:
         self.group.set_consensus_parameters(self.agent_id, vector)
+
+    def consensus_layout(self) -> list[tuple[str, tuple[int, ...]]]:
+        return self.group.consensus_layout()
 
     def actor_parameters(self) -> np.ndarray:
         return self.group.actor.agent_vector(0)

@@ -1,0 +1,97 @@
+"""The thin loop every node process runs: receive, hand to the protocol, do what it says.
+
+Nothing a peer sends can raise out of this loop: the wire refuses what is malformed
+(comms.node), the protocol objects judge the rest, and should one of them still raise on
+a message, the loop logs the error with the message's kind and sender and keeps serving.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from peergrid.comms.node import Node
+from peergrid.comms.protocol.effects import Effects
+from peergrid.comms.runlog import RunWriter
+
+
+class Checkpoints:
+    """A node's state and how far its rows had been written, saved atomically."""
+
+    def __init__(self, path: Path, writer: RunWriter, tables: list[str]) -> None:
+        self.path, self.writer, self.tables = path, writer, tables
+
+    def load(self) -> Any:
+        """The saved state (rows written after it are cut off), or None."""
+        if not self.path.is_file():
+            return None
+        with open(self.path, "rb") as f:  # this node's own file, never from the network
+            saved = pickle.load(f)
+        self.writer.truncate(saved["offsets"])
+        return saved["state"]
+
+    def save(self, state: Any) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            pickle.dump({"state": state, "offsets": self.writer.offsets(self.tables)}, f)
+        os.replace(tmp, self.path)
+
+
+def apply(fx: Effects, node: Node, writer: RunWriter, checkpoints: Checkpoints | None,
+          global_round: int | None = None) -> None:
+    """Rows first, then the checkpoint, then the messages: what a message announces is
+    on disk before anyone can act on it. ``global_round``: the round the protocol is in
+    now (the link faults scheduled by round follow it)."""
+    for table, row in fx.rows:
+        if table == "ledger":
+            (writer.run_dir / "ledger.json").write_text(json.dumps(row, default=float))
+        else:
+            writer.write_row(table, row)
+    if fx.checkpoint is not None and checkpoints is not None:
+        checkpoints.save(fx.checkpoint)
+    for event, fields in fx.events:
+        if event == "round":  # what the links carried so far (`peergrid logs agent`)
+            fields = {**fields, "links": node.link_counters()}
+        node.log.event(event, **fields)
+    if global_round is not None:
+        node.global_round = global_round
+    for s in fx.sends:
+        node.send(s.to, s.msg, s.episode, s.round)
+    if fx.die:  # the injected crash: no clean-up at all
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def serve(node: Node, proto, writer: RunWriter, checkpoints: Checkpoints | None) -> None:
+    """Run ``proto`` until it has finished; then log the node's counters and close."""
+    errors = 0
+    apply(proto.start(time.monotonic()), node, writer, checkpoints, proto.current_round)
+    while not proto.finished:
+        wait = min(max(proto.next_due() - time.monotonic(), 0.0), 1.0)
+        for h, msg in node.receive(wait):
+            try:
+                fx = proto.on_message(time.monotonic(), h.sender, h.episode, h.round, msg)
+            except Exception as err:  # a bug must not let one message end the node
+                errors += 1
+                node.log.event("handler_error", peer=h.sender, kind=msg.kind,
+                               error=f"{type(err).__name__}: {err}",
+                               where=traceback.format_exc(limit=-2)[-600:])
+                fx = proto.fx.take()
+            apply(fx, node, writer, checkpoints, proto.current_round)
+            if proto.finished:
+                break
+        if not proto.finished:
+            apply(proto.on_tick(time.monotonic()), node, writer, checkpoints,
+                  proto.current_round)
+    node.log.event("exit", reason=getattr(proto, "exit_reason", "") or "finished",
+                   handler_errors=errors, heartbeats=dict(node.heartbeats),
+                   clock_skew_s={p: round(v, 4) for p, v in node.skew_s.items()})
+    node.log.event("links", counters=node.link_counters())
+    writer.close()
+    node.close()

@@ -1,0 +1,80 @@
+"""The market operator's ledger: what it cleared with whom, until each agent has booked it.
+
+The ledger is the authority on trades. A prosumer books a round from the market's
+answer, never from a guess: when a settlement is lost it asks (``resend``) until the
+answer comes, and a prosumer restarted after a crash asks for the round it had bid in
+before dying. So P2P sold = P2P bought in every round across the records, whatever was
+lost. The answer for an agent whose bid missed the clearing is a grid-only settlement
+that still carries the round's public totals (its SDR and prices are the round's, not
+an earlier one's).
+
+Entries are kept until the agent confirms (``round_done`` for that round or a later one);
+an agent that never confirms keeps at most ``keep_rounds`` entries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from peergrid.comms.messages import SettlementMessage
+from peergrid.market.operator import MarketResult
+from peergrid.market.sdr import Tariff
+from peergrid.market.settlement import grid_only_settlement
+
+
+@dataclass(frozen=True)
+class RoundSummary:
+    tariff: Tariff
+    sdr: float
+    sell_price_per_kwh: float
+    buy_price_per_kwh: float
+    tsp_kwh: float
+    tbp_kwh: float
+    net_import_kwh: float
+
+
+class MarketLedger:
+    def __init__(self, agents: list[str], keep_rounds: int = 10_000) -> None:
+        self.agents = list(agents)
+        self.keep_rounds = keep_rounds
+        self.rounds: dict[int, RoundSummary] = {}
+        self.open: dict[str, dict[int, SettlementMessage]] = {a: {} for a in agents}
+        self.confirmed: dict[str, int] = {a: -1 for a in agents}
+
+    def book(self, k: int, result: MarketResult) -> dict[str, SettlementMessage]:
+        """Enter round ``k``'s clearing; the settlements to send."""
+        c = result.clearing
+        self.rounds[k] = RoundSummary(c.tariff, c.sdr, c.sell_price_per_kwh,
+                                      c.buy_price_per_kwh, c.tsp_kwh, c.tbp_kwh,
+                                      result.net_import_kwh)
+        out = {}
+        for agent, s in result.settlements.items():
+            out[agent] = SettlementMessage.of(k, s, c.tariff, traded=True, market=result)
+            entries = self.open[agent]
+            entries[k] = out[agent]
+            while len(entries) > self.keep_rounds:
+                entries.pop(min(entries))
+        return out
+
+    def answer(self, agent: str, k: int, surplus_kwh: float) -> SettlementMessage | None:
+        """What ``agent`` is owed for round ``k``; None while ``k`` is not cleared."""
+        if k in self.open.get(agent, {}):
+            return self.open[agent][k]
+        summary = self.rounds.get(k)
+        if summary is None:
+            return None
+        # the round's SDR and prices are public: the agent hears them even though it
+        # did not take part (the totals stay NaN)
+        s = grid_only_settlement(surplus_kwh, summary.tariff, summary.sdr)
+        return SettlementMessage.of(k, s, summary.tariff, traded=False)
+
+    def confirm(self, agent: str, k: int) -> None:
+        """``agent`` has booked every round up to ``k``."""
+        if agent not in self.open:
+            return
+        self.confirmed[agent] = max(self.confirmed[agent], k)
+        for j in [j for j in self.open[agent] if j <= k]:
+            del self.open[agent][j]
+
+    def unconfirmed(self, agent: str) -> list[int]:
+        return sorted(self.open.get(agent, {}))
