@@ -22,7 +22,7 @@ import torch
 
 from peergrid.scenarios.env import PeerGridEnv
 from peergrid.scenarios.loader import load_scenario
-from peergrid.scenarios.seeding import stream
+from peergrid.agents.seeding import stream
 from peergrid.scenarios.train import ALGORITHMS, Team, training_window
 
 

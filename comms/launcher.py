@@ -23,7 +23,7 @@ import threading
 import time
 from pathlib import Path
 
-from peergrid.comms.deployment import Deployment
+from peergrid.comms.spec import DeploySpec
 from peergrid.comms.node import NodeLog
 
 _PRELOAD = ["peergrid.comms.preload"]
@@ -38,19 +38,19 @@ def run_node(role: str, name: str, config: str, incarnation: int = 0,
         threading.Thread(target=_exit_with, args=(launcher_pid,), daemon=True).start()
 
     torch.set_num_threads(1)
-    dep = Deployment.read(config)
+    spec = DeploySpec.read(config)
     if role == "market":
         from peergrid.comms.nodes.market import run_market
 
-        run_market(dep, incarnation)
+        run_market(spec, incarnation)
     elif role == "grid":
         from peergrid.comms.nodes.grid import run_grid
 
-        run_grid(dep, incarnation)
+        run_grid(spec, incarnation)
     elif role == "prosumer":
         from peergrid.comms.nodes.prosumer import run_prosumer
 
-        run_prosumer(dep, name, incarnation, finish=finish)
+        run_prosumer(spec, name, incarnation, finish=finish)
     else:
         raise ValueError(f"role = {role!r}: market, grid or prosumer")
 
@@ -105,17 +105,17 @@ class _Supervisor:
     """Starts the nodes, restarts one that dies (from its checkpoint, with a budget and
     a doubling back-off), and keeps a log of what it did (nodes/launcher.jsonl)."""
 
-    def __init__(self, dep: Deployment, config: Path, deploy_cfg) -> None:
+    def __init__(self, spec: DeploySpec, config: Path) -> None:
         self.ctx = mp.get_context("forkserver")
         self.ctx.set_forkserver_preload(_PRELOAD)
-        self.config, self.cfg = config, deploy_cfg
+        self.config, self.timing = config, spec.timing
         self.procs: dict[str, mp.process.BaseProcess] = {}
-        self.role = {"market": "market", "grid": "grid", **{a: "prosumer" for a in dep.agents}}
+        self.role = {"market": "market", "grid": "grid", **{a: "prosumer" for a in spec.agents}}
         self.incarnation: dict[str, int] = {}
         self.exits: dict[str, int | None] = {}
         self.restarts: dict[str, int] = {}
         self.retry_at: dict[str, float] = {}
-        self.log = NodeLog(Path(dep.out) / "nodes" / "launcher.jsonl")
+        self.log = NodeLog(Path(spec.out) / "nodes" / "launcher.jsonl")
 
     def start(self, name: str, incarnation: int = 0, finish: bool = False) -> None:
         p = self.ctx.Process(target=run_node, args=(self.role[name], name, str(self.config),
@@ -138,11 +138,11 @@ class _Supervisor:
         if name not in self.retry_at:
             self.reap(name)
             n = self.restarts.get(name, 0)
-            if n >= self.cfg.restart_budget:
+            if n >= self.timing.restart_budget:
                 self.log.event("gave_up", node=name, restarts=n)
                 self.retry_at[name] = float("inf")
                 return
-            self.retry_at[name] = time.monotonic() + self.cfg.restart_backoff_ms / 1e3 * 2 ** n
+            self.retry_at[name] = time.monotonic() + self.timing.restart_backoff_s * 2 ** n
         if time.monotonic() >= self.retry_at[name]:
             del self.retry_at[name]
             self.restarts[name] = self.restarts.get(name, 0) + 1
@@ -159,27 +159,23 @@ class _Supervisor:
                 p.join()
 
 
-def launch(dep: Deployment, timeout_s: float = 3600.0) -> dict[str, int]:
+def launch(spec: DeploySpec, timeout_s: float = 3600.0) -> dict[str, int]:
     """Run a deployment to its end, supervising its nodes; returns each process's exit
     code (``name#i`` for an incarnation that died before the last). Writes
     ``status.json``: whether every round was run, and up to which."""
-    check_ports_free(dep.endpoints)
-    out = Path(dep.out)
+    check_ports_free(spec.endpoints)
+    out = Path(spec.out)
     config = out / "deploy.json"
-    dep.write(config)
-    from peergrid.scenarios.loader import scenario_from_dump
-
-    scenario = scenario_from_dump(dep.scenario)
-    d = scenario.deploy
-    n_rounds = dep.days * (24 * 60 // scenario.scenario.step_min)
-    scheduled = {k.agent: k for k in d.kills}  # crashed on purpose: restarted on schedule
-    sup = _Supervisor(dep, config, d)
+    spec.write(config)
+    n_rounds = spec.window.n_rounds
+    scheduled = {k.agent: k for k in spec.kills}  # crashed on purpose: restarted on schedule
+    sup = _Supervisor(spec, config)
     on_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if on_main_thread else None
     status = {"complete": False, "rounds": n_rounds, "rounds_done": 0, "reason": "interrupted"}
     try:
         sup.start("grid")
-        for a in dep.agents:
+        for a in spec.agents:
             sup.start(a)
         sup.start("market")
         deadline = time.monotonic() + timeout_s

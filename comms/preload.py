@@ -18,10 +18,13 @@ import pandapower  # noqa: F401
 import torch
 import zmq  # noqa: F401
 
-import peergrid.comms.nodes.prosumer  # noqa: F401
+import peergrid.agents.learners.maddpg  # noqa: F401
+import peergrid.agents.policies  # noqa: F401
 import peergrid.comms.nodes.grid  # noqa: F401
 import peergrid.comms.nodes.market  # noqa: F401
-import peergrid.scenarios.train  # noqa: F401
+import peergrid.comms.nodes.prosumer  # noqa: F401
+import peergrid.comms.spec  # noqa: F401
+import peergrid.grid.build  # noqa: F401
 from peergrid.agents.learners.config import LearnerConfig
 from peergrid.agents.learners.ppo import PPOLearner
 from peergrid.agents.spaces import ACTION_DIM, OBS_DIM

@@ -25,12 +25,12 @@ from peergrid.agents.public import (GridOutcome, MarketOutcome, PublicOutcome, P
 from peergrid.agents.records import RoundRecord
 from peergrid.grid.signal import GridSignal
 from peergrid.market.bid import Bid
-from peergrid.grid.feeders import FEEDERS, build_feeder, bus_phases, feeder_buses
+from peergrid.grid.feeders import bus_phases, feeder_buses
 from peergrid.grid.operator import GridOperator, connection_nodes, grid_row
 from peergrid.grid.penalty import PenaltyRule, observed_voltage
-from peergrid.grid.powerflow import PandapowerSolver, Solver
-from peergrid.grid.threephase import ThreePhaseSolver
-from peergrid.grid.zbus import ZBusSolver
+from peergrid.grid import build as grid_build
+from peergrid.grid.build import FeederChoice
+from peergrid.grid.powerflow import Solver
 from peergrid.market.operator import MarketOperator, MarketResult, market_row
 from peergrid.scenarios import profiles
 from peergrid.scenarios.schema import AgentConfig, Scenario
@@ -60,15 +60,14 @@ def for_policy(scenario: Scenario, policy: str) -> Scenario:
     return scenario.model_copy(update={"agents": agents})
 
 
+def feeder_choice(scenario: Scenario) -> FeederChoice:
+    f = scenario.feeder
+    return FeederChoice(f.name, f.model, f.capacitors, f.slack_vm_pu, f.solver)
+
+
 def make_solver(scenario: Scenario) -> Solver:
     """The scenario's feeder, per phase or balanced, behind its chosen power-flow solver."""
-    feeder = scenario.feeder
-    if feeder.model == "per_phase":
-        return ThreePhaseSolver(FEEDERS[feeder.name].phases(with_capacitors=feeder.capacitors),
-                                feeder.slack_vm_pu)
-    net = build_feeder(feeder.name, slack_vm_pu=feeder.slack_vm_pu,
-                       with_capacitors=feeder.capacitors)
-    return ZBusSolver(net) if feeder.solver == "fast" else PandapowerSolver(net)
+    return grid_build.make_solver(feeder_choice(scenario))
 
 
 def penalty_rule(scenario: Scenario) -> PenaltyRule:
@@ -164,8 +163,9 @@ def agent_connections(scenario: Scenario) -> dict[str, list[str]]:
 
 
 def make_grid_operator(scenario: Scenario, dt_h: float) -> GridOperator:
-    return GridOperator(make_solver(scenario), {a.id: a.bus for a in scenario.agents}, dt_h,
-                        penalty_rule(scenario), agent_connections(scenario))
+    return grid_build.make_grid_operator(feeder_choice(scenario),
+                                         {a.id: a.bus for a in scenario.agents}, dt_h,
+                                         penalty_rule(scenario), agent_connections(scenario))
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from peergrid.agents.learners.config import ONLINE_ALGORITHMS
-from peergrid.comms.deployment import Deployment
+from peergrid.comms import spec as S
 from peergrid.comms.launcher import launch
+from peergrid.comms.messages import layout_hash
+from peergrid.comms.protocol.prosumer import Learning, Market
 from peergrid.scenarios.community import for_policy
 from peergrid.scenarios.errors import ScenarioError
 from peergrid.scenarios.loader import fault_name_problems, pydantic_problems
@@ -67,6 +69,119 @@ def check_policy(scenario: Scenario, policy: str, learn: bool) -> None:
         raise ScenarioError(str(policy), problems)
 
 
+def endpoints_for(agents: list[str], host: str, base_port: int) -> dict[str, str]:
+    ep = {"market": f"tcp://{host}:{base_port}", "grid": f"tcp://{host}:{base_port + 1}"}
+    ep.update({a: f"tcp://{host}:{base_port + 10 + i}" for i, a in enumerate(agents)})
+    return ep
+
+
+def deploy_spec(scenario: Scenario, policy: str, out: str | Path, days: int = 1,
+                seed: int = 0, learn: bool = False) -> S.DeploySpec:
+    """Everything every node needs, from the scenario (what `peergrid deploy` writes to
+    deploy.json); a trained run's policies are cut out per agent into ``out/policies``."""
+    import torch
+
+    from peergrid.agents.learners.maddpg import GreedyActor
+    from peergrid.agents.learners.ppo import PPOLearner
+    from peergrid.agents.policies import REFERENCE_POLICIES
+    from peergrid.agents.seeding import stream
+    from peergrid.agents.spaces import ACTION_DIM, OBS_DIM
+    from peergrid.agents.topology import metropolis_weights
+    from peergrid.comms.nodes.market import max_position_kwh
+    from peergrid.scenarios.community import (Clock, agent_connections, build_prosumer,
+                                              feeder_choice, feeder_nodes, penalty_rule,
+                                              public_scale)
+    from peergrid.scenarios.train import (CONSENSUS, PPO_MODES, communication_graph,
+                                          learner_config, learner_dims, load_team,
+                                          reward_scales, shared_seed)
+
+    out = Path(out)
+    agents = [a.id for a in scenario.agents]
+    d = scenario.deploy
+    clock = Clock(scenario, days)
+    retail, feed_in = scenario.tariff.hourly()
+    rule = penalty_rule(scenario)
+    connections = agent_connections(scenario)
+    window = S.WindowSpec(clock.steps_per_day, [int(h) for h in clock.hours],
+                          [float(h) for h in clock.hour_frac],
+                          [t.isoformat() for t in clock.times])
+    prosumers = {a.id: build_prosumer(scenario, a, clock) for a in scenario.agents}
+
+    team, algo = None, policy
+    if policy not in (*REFERENCE_POLICIES, *ONLINE_ALGORITHMS):
+        team, _, _ = load_team(policy)  # the run's algorithm, not the scenario file's
+        algo = team.algo
+    learning_algo = algo if (policy in ONLINE_ALGORITHMS or learn) else None
+    row_of: dict[str, dict[str, float]] = {}
+    if learning_algo in CONSENSUS:
+        weights = metropolis_weights(communication_graph(scenario, agents), agents)
+        row_of = {a: {b: float(weights[i, j]) for j, b in enumerate(agents) if weights[i, j] > 0}
+                  for i, a in enumerate(agents)}
+    scales = reward_scales(scenario, algo) if algo not in REFERENCE_POLICIES else {}
+    dims = learner_dims(scenario)
+    nodes = {}
+    layout_of: dict[str, str] = {}
+    for i, a in enumerate(scenario.agents):
+        p = prosumers[a.id]
+        online = None
+        if algo in ONLINE_ALGORITHMS:
+            online = S.OnlineLearner(
+                algo, learner_config(scenario, algo),
+                int(stream(seed, "learner", i).integers(2**31)), scales[a.id], PPO_MODES[algo],
+                dims["public_dim"], dims["estimator_dim"], shared_seed(seed))
+        if policy in REFERENCE_POLICIES:
+            pol = S.Policy("reference", name=policy)
+        elif team is None:
+            pol = S.Policy("online", name=algo, learner=online)
+        else:
+            file = out / "policies" / f"{a.id}.pt"
+            file.parent.mkdir(parents=True, exist_ok=True)
+            if algo == "maddpg":
+                cut = GreedyActor(team.maddpg, a.id)
+            else:
+                cut = team.group.extract(a.id, scales[a.id], actor_only=algo == "mappo")
+            torch.save(cut, file)  # our own file for our own node (see docs/deploy.md)
+            if learn:
+                layout_of[a.id] = layout_hash(cut.consensus_layout())
+            pol = S.Policy("trained", name=algo, file=str(file), learn=learn, learner=online)
+        learning = None
+        if learning_algo is not None:
+            cfg = scenario.algo.for_algorithm(learning_algo)
+            row = row_of.get(a.id, {})
+            layout = layout_of.get(a.id, "")
+            if row and not layout:
+                probe = PPOLearner(a.id, OBS_DIM, ACTION_DIM, learner_config(scenario, algo), 0,
+                                   mode=PPO_MODES[algo], public_dim=dims["public_dim"],
+                                   estimator_dim=dims["estimator_dim"])
+                layout = layout_hash(probe.consensus_layout())
+            learning = Learning(cfg.rollout_days, cfg.epochs, cfg.consensus_period,
+                                tuple(b for b in row if b != a.id), row, layout)
+        nodes[a.id] = S.ProsumerNode(
+            p.spec, [float(x) for x in p.load_kw], [float(x) for x in p.pv_kw], p.dt_h,
+            p.signals, scenario.feeder.slack_vm_pu,
+            Market(list(retail), list(feed_in), window.hour_frac, public_scale(scenario),
+                   connections[a.id], feeder_nodes(scenario), rule.vm_min_pu, rule.vm_max_pu),
+            pol, learning)
+    allowance = 0.0
+    if learning_algo is not None:
+        allowance = 5.0 + scenario.algo.epochs * d.consensus_timeout_ms / 1e3
+    return S.DeploySpec(
+        scenario_id=scenario.scenario.id, out=str(out), days=days, seed=seed, agents=agents,
+        endpoints=endpoints_for(agents, d.host, d.base_port), window=window,
+        timing=S.Timing(d.bid_deadline_ms / 1e3, d.signal_timeout_ms / 1e3,
+                        d.consensus_timeout_ms / 1e3, d.down_after_ms / 1e3,
+                        d.idle_exit_ms / 1e3, d.heartbeat_ms / 1e3, d.restart_budget,
+                        d.restart_backoff_ms / 1e3),
+        links=S.LinkSpec(scenario.scenario.seed, d.latency_ms, d.jitter_ms, d.drop,
+                         [(x.a, x.b, x.start_round, x.end_round) for x in d.partitions]),
+        kills=[S.Kill(k.agent, k.at_round, k.restart_round) for k in d.kills],
+        market=S.MarketNode(list(retail), list(feed_in),
+                            {a: max_position_kwh(p) for a, p in prosumers.items()}, allowance),
+        grid=S.GridNode(feeder_choice(scenario), {a.id: a.bus for a in scenario.agents},
+                        connections, clock.dt_h, rule),
+        prosumers=nodes)
+
+
 def deploy(scenario: Scenario, source: str, policy: str, out: str | Path, days: int = 1,
            seed: int = 0, learn: bool = False, force: bool = False) -> tuple[Path, dict]:
     check_policy(scenario, str(policy), learn)
@@ -75,17 +190,11 @@ def deploy(scenario: Scenario, source: str, policy: str, out: str | Path, days: 
     for sub in ("nodes", "checkpoints"):
         for f in (out / sub).glob("*"):
             f.unlink()
-    agents = [a.id for a in scenario.agents]
-    d = scenario.deploy
-    dep = Deployment(
-        scenario=scenario.model_dump(mode="json"), days=days, seed=seed, policy=str(policy),
-        learn=learn, out=str(out), agents=agents,
-        endpoints=Deployment.endpoints_for(agents, d.host, d.base_port),
-    )
+    spec = deploy_spec(scenario, str(policy), out, days, seed, learn)
     write_manifest(out, source, scenario, runtime="zeromq", policy=str(policy), days=days,
                    start=scenario.scenario.start.isoformat(), train_seed=seed, learn=learn,
                    soc_carried_over=True)
     t0 = time.perf_counter()
-    exits = launch(dep)
+    exits = launch(spec)
     (out / "timing.txt").write_text(f"wall_s {time.perf_counter() - t0:.2f}\n")
     return out, exits

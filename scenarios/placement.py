@@ -29,7 +29,7 @@ import numpy as np
 from peergrid.grid.feeders import base_loads
 from peergrid.scenarios import profiles
 from peergrid.scenarios.schema import AgentConfig, PlacementConfig
-from peergrid.scenarios.seeding import stream
+from peergrid.agents.seeding import stream
 
 
 Window = tuple[dt.date, int]

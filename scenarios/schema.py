@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from peergrid.agents.learners.config import LearnerConfig
 from peergrid.agents.prosumer import INVERTER_KVA_PER_KW
 
 Hourly = float | list[float]
@@ -392,6 +393,9 @@ class LearnerOverrides(_Section):
     noise_end: float | None = Field(default=None, ge=0, description="MADDPG: final noise.")
 
 
+_LEARNER = LearnerConfig()  # the one definition of every learner default
+
+
 class AlgoConfig(_Section):
     """Learning settings (`peergrid train`, `peergrid experiment`).
 
@@ -425,34 +429,46 @@ class AlgoConfig(_Section):
         default=100, ge=1,
         description="Episodes between evaluations on the validation window; the checkpoint "
         "with the best validation team reward is the run's policy.")
-    gamma: float = Field(default=0.99, gt=0, le=1, description="Discount factor.")
-    lr_actor: float = Field(default=1e-3, gt=0, description="Actor step size.")
-    lr_critic: float = Field(default=3e-3, gt=0, description="Critic step size (faster timescale).")
+    gamma: float = Field(default=_LEARNER.gamma, gt=0, le=1, description="Discount factor.")
+    lr_actor: float = Field(default=_LEARNER.lr_actor, gt=0, description="Actor step size.")
+    lr_critic: float = Field(default=_LEARNER.lr_critic, gt=0,
+                             description="Critic step size (faster timescale).")
     lr_anneal: bool = Field(
         default=True,
         description="Decay both step sizes linearly to 0 over algo.episodes (also when "
         "`--episodes` stops a run earlier or later).",
     )
-    hidden_sizes: list[int] = Field(default=[64, 64], description="Hidden layer widths.")
+    hidden_sizes: list[int] = Field(default=list(_LEARNER.hidden_sizes),
+                                    description="Hidden layer widths.")
     rollout_days: int = Field(
         default=4, ge=1, description="PPO: episodes collected per update."
     )
-    epochs: int = Field(default=10, ge=1, description="PPO: passes over each rollout.")
-    minibatch: int = Field(default=32, ge=1, description="PPO: minibatch size.")
-    clip: float = Field(default=0.2, gt=0, description="PPO: ratio clip.")
-    gae_lambda: float = Field(default=0.95, ge=0, le=1, description="PPO: GAE lambda.")
-    entropy_coef: float = Field(default=0.0, ge=0, description="PPO: entropy bonus.")
-    init_log_std: float = Field(default=-0.7, description="PPO: initial log std of actions.")
+    epochs: int = Field(default=_LEARNER.epochs, ge=1,
+                        description="PPO: passes over each rollout.")
+    minibatch: int = Field(default=_LEARNER.minibatch, ge=1, description="PPO: minibatch size.")
+    clip: float = Field(default=_LEARNER.clip, gt=0, description="PPO: ratio clip.")
+    gae_lambda: float = Field(default=_LEARNER.gae_lambda, ge=0, le=1,
+                              description="PPO: GAE lambda.")
+    entropy_coef: float = Field(default=_LEARNER.entropy_coef, ge=0,
+                                description="PPO: entropy bonus.")
+    init_log_std: float = Field(default=_LEARNER.init_log_std,
+                                description="PPO: initial log std of actions.")
     consensus_period: int = Field(
-        default=1, ge=1,
+        default=_LEARNER.consensus_period, ge=1,
         description="Consensus: epochs between consensus (averaging) steps.",
     )
-    batch_size: int = Field(default=128, ge=1, description="MADDPG: replay minibatch size.")
-    buffer_size: int = Field(default=50_000, ge=1, description="MADDPG: replay capacity (rounds).")
-    tau: float = Field(default=0.01, gt=0, le=1, description="MADDPG: target-network Polyak rate.")
-    update_every: int = Field(default=4, ge=1, description="MADDPG: rounds between updates.")
-    noise_start: float = Field(default=0.3, ge=0, description="MADDPG: initial exploration std.")
-    noise_end: float = Field(default=0.05, ge=0, description="MADDPG: final exploration std.")
+    batch_size: int = Field(default=_LEARNER.batch_size, ge=1,
+                            description="MADDPG: replay minibatch size.")
+    buffer_size: int = Field(default=_LEARNER.buffer_size, ge=1,
+                             description="MADDPG: replay capacity (rounds).")
+    tau: float = Field(default=_LEARNER.tau, gt=0, le=1,
+                       description="MADDPG: target-network Polyak rate.")
+    update_every: int = Field(default=_LEARNER.update_every, ge=1,
+                              description="MADDPG: rounds between updates.")
+    noise_start: float = Field(default=_LEARNER.noise_start, ge=0,
+                               description="MADDPG: initial exploration std.")
+    noise_end: float = Field(default=_LEARNER.noise_end, ge=0,
+                             description="MADDPG: final exploration std.")
     overrides: dict[AlgoName, LearnerOverrides] = Field(
         default={}, description="Per-algorithm hyper-parameters, `[algo.overrides.<name>]` "
         "(e.g. MADDPG's own step sizes; written by `peergrid experiment tune`).")

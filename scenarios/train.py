@@ -51,7 +51,7 @@ from peergrid.scenarios.errors import ScenarioError
 from peergrid.scenarios.loader import in_window
 from peergrid.scenarios.logs import RunWriter, read_manifest, write_manifest
 from peergrid.scenarios.schema import ALGORITHMS, Scenario
-from peergrid.scenarios.seeding import stream
+from peergrid.agents.seeding import stream
 
 PPO_MODES = {"consensus": "networked", "consensus-critic": "own", "ippo": "own",
              "mappo": "central"}

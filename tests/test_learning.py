@@ -23,7 +23,9 @@ from peergrid.agents.topology import (
     metropolis_weights,
 )
 
-SMALL = LearnerConfig(hidden_sizes=[16, 16])
+# the step sizes these tests were written for (explicit: independent of the defaults)
+SMALL = LearnerConfig(hidden_sizes=[16, 16], lr_actor=3e-4, lr_critic=1e-3, epochs=8,
+                      minibatch=48)
 
 
 # ---- communication graph ------------------------------------------------------------
@@ -106,7 +108,7 @@ def test_consensus_exchanges_critics_only():
 
 
 def test_an_agent_learns_the_same_alone_or_stacked_with_others():
-    cfg = LearnerConfig(hidden_sizes=[16], epochs=3, minibatch=8)
+    cfg = LearnerConfig(hidden_sizes=[16], epochs=3, minibatch=8, lr_actor=3e-4, lr_critic=1e-3)
     group = _group(3, cfg)
     alone = PPOLearner("a1", OBS_DIM, ACTION_DIM, cfg, seed=101)
     rng = np.random.default_rng(0)
@@ -152,7 +154,7 @@ def test_a_truncated_day_bootstraps_from_the_next_state_and_ends_the_trace():
 
 
 def test_one_td_step_moves_the_critic_towards_its_target_by_the_step_size():
-    lr = LearnerConfig(hidden_sizes=[8], lr_critic=1e-3)
+    lr = LearnerConfig(hidden_sizes=[8], lr_critic=1e-3, lr_actor=3e-4, epochs=8, minibatch=48)
     learner = PPOLearner("a", OBS_DIM, ACTION_DIM, lr, seed=3)
     s = np.full(OBS_DIM, 0.2, np.float32)
     before = learner.critic_parameters()
@@ -165,7 +167,8 @@ def test_one_td_step_moves_the_critic_towards_its_target_by_the_step_size():
 
 
 def test_td_on_a_fixed_self_loop_converges_to_the_discounted_value():
-    cfg = LearnerConfig(hidden_sizes=[8], lr_critic=1e-2, gamma=0.5)
+    cfg = LearnerConfig(hidden_sizes=[8], lr_critic=1e-2, gamma=0.5, lr_actor=3e-4, epochs=8,
+                        minibatch=48)
     learner = PPOLearner("a", OBS_DIM, ACTION_DIM, cfg, seed=4)
     s = np.full(OBS_DIM, 0.1, np.float32)
     for _ in range(1500):  # V(s) ← r + γ V(s), r = 1: fixed point 1 / (1 − γ) = 2
@@ -174,7 +177,7 @@ def test_td_on_a_fixed_self_loop_converges_to_the_discounted_value():
 
 
 def test_ppo_learns_the_best_action_of_a_bandit():
-    cfg = LearnerConfig(hidden_sizes=[16], lr_actor=3e-3, epochs=8, minibatch=32)
+    cfg = LearnerConfig(hidden_sizes=[16], lr_actor=3e-3, epochs=8, minibatch=32, lr_critic=1e-3)
     learner = PPOLearner("a", OBS_DIM, ACTION_DIM, cfg, seed=5)
     obs = np.zeros(OBS_DIM, np.float32)
     best = np.array([-0.4, 0.8, 0.3, 0.4])
@@ -215,7 +218,7 @@ def test_maddpg_actor_needs_only_its_own_observation():
 
 def test_maddpg_critic_regresses_to_a_constant_reward():
     cfg = LearnerConfig(hidden_sizes=[16], gamma=0.0, batch_size=32, update_every=1,
-                        lr_critic=1e-2)
+                        lr_critic=1e-2, lr_actor=3e-4)
     team = MADDPG(["a", "b"], OBS_DIM, ACTION_DIM, cfg, seeds=[1, 2], seed=0)
     o = {"a": np.zeros(OBS_DIM, np.float32), "b": np.zeros(OBS_DIM, np.float32)}
     for _ in range(400):
@@ -373,8 +376,8 @@ def test_the_networked_learner_follows_the_team_and_independent_learners_do_not(
 
 
 def test_networked_critics_and_estimators_start_in_agreement():
-    group = PPOGroup(["a", "b", "c"], OBS_DIM, ACTION_DIM, LearnerConfig(hidden_sizes=[8]),
-                     [1, 2, 3], mode="networked", public_dim=5, estimator_dim=9,
+    cfg = LearnerConfig(hidden_sizes=[8], lr_actor=3e-4, lr_critic=1e-3, epochs=8, minibatch=48)
+    group = PPOGroup(["a", "b", "c"], OBS_DIM, ACTION_DIM, cfg, [1, 2, 3], mode="networked", public_dim=5, estimator_dim=9,
                      shared_seed=11)
     for other in ("b", "c"):
         assert np.array_equal(group.critic_parameters("a"), group.critic_parameters(other))

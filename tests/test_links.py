@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from peergrid.comms.links import LinkModel, Outbox, Partition
-from peergrid.scenarios.seeding import stream
+from peergrid.agents.seeding import stream
 
 
 def link(sender: str = "a01", seed: int = 7, **faults) -> LinkModel:

@@ -1,4 +1,7 @@
-"""Learner hyper-parameters, independent of the scenario file format."""
+"""Learner hyper-parameters, independent of the scenario file format.
+
+The defaults here are the only ones: the scenario schema's ``[algo]`` section takes its
+defaults from this class (scenarios.schema), so the two cannot disagree."""
 
 from __future__ import annotations
 
@@ -9,13 +12,13 @@ from dataclasses import dataclass, field
 class LearnerConfig:
     hidden_sizes: list[int] = field(default_factory=lambda: [64, 64])
     gamma: float = 0.99
-    lr_actor: float = 3e-4
-    lr_critic: float = 1e-3
+    lr_actor: float = 1e-3
+    lr_critic: float = 3e-3
     # PPO (consensus and independent PPO)
     gae_lambda: float = 0.95
     clip: float = 0.2
-    epochs: int = 8
-    minibatch: int = 48
+    epochs: int = 10
+    minibatch: int = 32
     entropy_coef: float = 0.0
     init_log_std: float = -0.7
     # consensus: one averaging step after every `consensus_period` critic epochs

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from peergrid.agents.learners.config import LearnerConfig
 from peergrid.agents.learners.nets import (ACTION_HIGH, ACTION_LOW, initial_action_bias, mlp,
@@ -177,3 +178,22 @@ class MADDPG:
             setattr(self.buffer, k, v.copy() if isinstance(v, np.ndarray) else v)
         self.rng.bit_generator.state = state["rng"]
         self.steps, self.updates = state["steps"], state["updates"]
+
+
+class GreedyActor:
+    """One agent's deterministic policy cut out of a trained MADDPG team: what a deployed
+    node acts with (no noise, no learning)."""
+
+    def __init__(self, team: MADDPG, agent: str) -> None:
+        i = team.ids.index(agent)
+        self.net = copy.deepcopy(team.actor)
+        with torch.no_grad():
+            for params in (self.net.weights, self.net.biases):
+                for k, p in enumerate(params):
+                    params[k] = nn.Parameter(p[i:i + 1].clone())
+
+    def act(self, obs: np.ndarray, greedy: bool = True) -> np.ndarray:
+        x = torch.as_tensor(np.asarray(obs, dtype=np.float32))[None, None]
+        with torch.no_grad():
+            mu = squash_to_box(self.net(x))[0, 0].numpy()
+        return np.clip(mu, ACTION_LOW.numpy(), ACTION_HIGH.numpy()).astype(np.float32)

@@ -356,17 +356,21 @@ class PPOGroup:
                     if key in state:
                         state[key].copy_(torch.tensordot(w, state[key], dims=([1], [0])))
 
-    def extract(self, agent: str, reward_scale: float) -> PPOLearner:
-        """A one-agent learner with ``agent``'s current networks (fresh optimiser state)."""
-        if self.mode == "central":
+    def extract(self, agent: str, reward_scale: float, actor_only: bool = False) -> PPOLearner:
+        """A one-agent learner with ``agent``'s current networks (fresh optimiser state).
+        ``actor_only``: its actor alone, in an independent learner (what a deployed node
+        of a centralised-critic run acts with; it cannot keep learning)."""
+        if self.mode == "central" and not actor_only:
             raise ValueError("a centralised critic cannot be split into one agent's learner")
         i = self.ids.index(agent)
+        dims = {"mode": "independent"} if actor_only else self._dims()
         learner = PPOLearner(agent, self.actor.weights[0].shape[1],
                              self.actor.weights[-1].shape[2], self.cfg, seed=0,
-                             reward_scale=reward_scale, **self._dims())
+                             reward_scale=reward_scale, **dims)
         g = learner.group
         g.actor.set_agent_vector(0, self.actor.agent_vector(i))
-        g.set_value_parameters(agent, self.value_parameters(agent))
+        if not actor_only:
+            g.set_value_parameters(agent, self.value_parameters(agent))
         with torch.no_grad():
             g.log_std[0] = self.log_std[i]
         g.gens[0].set_state(self.gens[i].get_state())
