@@ -10,9 +10,18 @@ market, start-up excluded; with learning the max is the round that waited for th
 update), rounds per second, and the memory of the prosumer processes (the pids their
 ``hello`` reported; peak USS = private pages, PSS and RSS, sampled from /proc while
 the deployment runs; median over the prosumers; the forkserver shares the preloaded and
-warmed-up torch/pandapower pages, comms/preload.py). The last line is machine-readable:
+warmed-up torch/pandapower pages, comms/preload.py).
+
+Then two fault measurements on ieee13 (rule policy, bid deadline and signal timeout
+500 ms each): the worst round time with ``--drop 0.1`` on every link (from the market's
+``round`` events, against the target of 2 x the bid deadline), and a flood: 100,000 junk
+messages (random bytes, wrong-shaped msgpack, well-formed messages from an unknown peer)
+sent to the market and to one prosumer while they trade, with each node's USS before the
+flood and after it has been read. The last lines are machine-readable:
 
     deploy procs=13 rounds_per_s=<x> p99_ms=<y> uss_mb=<z>
+    deploy drop=0.1 worst_round_s=<x> bid_deadline_s=0.5
+    deploy flood=100000 <node>_uss_before_mb=<x> <node>_uss_after_mb=<y> ...
 """
 
 from __future__ import annotations
@@ -27,8 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-from peergrid.scenarios.deploy import deploy, with_faults
-from peergrid.scenarios.loader import load_scenario, parse_scenario, read_toml
+from peergrid.scenarios.commands.deploy import deploy, with_faults
+from peergrid.scenarios.definition.loader import load_scenario, parse_scenario, read_toml
 
 
 def _memory_mb(pid: int) -> tuple[float, float, float] | None:
@@ -98,6 +107,88 @@ def one(scenario, policy: str, days: int, port: int) -> dict[str, float]:
     }
 
 
+def worst_round_under_loss(port: int) -> dict[str, float]:
+    s = with_faults(load_scenario("ieee13"), base_port=port, drop=0.1, bid_deadline_ms=500.0,
+                    signal_timeout_ms=500.0)
+    with tempfile.TemporaryDirectory() as tmp:
+        out, exits = deploy(s, "bench", "rule", Path(tmp) / "dep", days=1)
+        events = [json.loads(x) for x in (out / "nodes" / "market.jsonl").read_text().splitlines()]
+    durations = [e["duration_s"] for e in events if e["event"] == "round"]
+    return {"worst_s": max(durations), "median_s": float(np.median(durations)),
+            "rounds": len(durations), "ok": all(c == 0 for c in exits.values())}
+
+
+def _junk(rng: np.random.Generator, scenario_id: str, n: int) -> list[bytes]:
+    import msgpack
+
+    from peergrid.comms.messages import RoundDone
+    from peergrid.comms.wire import Header, encode
+
+    kinds = [lambda: rng.bytes(int(rng.integers(1, 300))),
+             lambda: msgpack.packb([1, scenario_id, 0, int(rng.integers(99)), "x", "bid", {}]),
+             lambda: encode(Header(scenario_id, 0, int(rng.integers(24)), "intruder",
+                                   "round_done"), RoundDone(int(rng.integers(24))))]
+    return [kinds[i % 3]() for i in range(n)]
+
+
+def flood(port: int, n: int = 100_000, targets: tuple[str, ...] = ("market", "a01")
+          ) -> dict[str, float]:
+    import zmq
+
+    s = with_faults(load_scenario("ieee13"), base_port=port, latency_ms=100.0)  # ~25 s a day
+    days = 2  # long enough to outlast both floods
+    result: dict[str, float] = {}
+
+    def attack(out: Path) -> None:
+        deadline = time.monotonic() + 120
+        while not ((out / "market.jsonl").is_file()
+                   and len((out / "market.jsonl").read_bytes().splitlines()) >= 2):
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.05)
+        endpoints = json.loads((out / "deploy.json").read_text())["endpoints"]
+        started = [json.loads(x) for x in (out / "nodes" / "launcher.jsonl").read_text()
+                   .splitlines()]
+        pids = {e["node"]: e["pid"] for e in started if e["event"] == "started"}
+        ctx = zmq.Context()
+        junk = _junk(np.random.default_rng(0), s.scenario.id, n)
+        for name in targets:
+            result[f"{name}_uss_before_mb"] = _memory_mb(pids[name])[0]
+            sock = ctx.socket(zmq.DEALER)
+            sock.setsockopt_string(zmq.ROUTING_ID, "intruder")
+            sock.setsockopt(zmq.LINGER, 5000)
+            sock.connect(endpoints[name])
+            t0 = time.perf_counter()
+            for data in junk:
+                sock.send(data)  # blocks at the high-water mark: the node sets the pace
+            sock.close()
+            log = out / "nodes" / f"{name}.jsonl"
+            while time.perf_counter() - t0 < 60:  # until the node has read them all
+                counted = sum(json.loads(x).get("total", 0) for x in log.read_text().splitlines()
+                              if '"rejected_count"' in x)
+                if counted >= n:
+                    break
+                time.sleep(0.2)
+            result[f"{name}_flood_s"] = time.perf_counter() - t0
+            after = _memory_mb(pids[name])
+            result[f"{name}_uss_after_mb"] = after[0] if after else float("nan")
+        ctx.term()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "dep"
+        thread = threading.Thread(target=attack, args=(out,))
+        thread.start()
+        _, exits = deploy(s, "bench", "rule", out, days=days)
+        thread.join()
+        for name in targets:  # every junk message refused and counted
+            log = (out / "nodes" / f"{name}.jsonl").read_text().splitlines()
+            result[f"{name}_refused"] = sum(json.loads(x).get("total", 0) for x in log
+                                            if '"rejected_count"' in x)
+            result[f"{name}_log_lines"] = len(log)
+    result["ok"] = all(c == 0 for c in exits.values())
+    return result
+
+
 def dickert(count: int):
     data, source = read_toml("dickert_lv")
     data["placement"]["count"] = count
@@ -107,6 +198,8 @@ def dickert(count: int):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=int, default=1)
+    parser.add_argument("--faults-only", action="store_true",
+                        help="only the loss and flood measurements")
     args = parser.parse_args()
     runs = [(f"{name}, {policy}", scenario, policy)
             for name, scenario in (("ieee13", load_scenario("ieee13")),
@@ -116,7 +209,7 @@ def main() -> None:
           f"{'p99 ms':>8}{'max ms':>8}{'start-up s':>11}{'USS MB':>8}{'PSS MB':>8}"
           f"{'RSS MB':>8}{'clean':>7}")
     first = None
-    for i, (label, scenario, policy) in enumerate(runs):
+    for i, (label, scenario, policy) in enumerate([] if args.faults_only else runs):
         days = args.days if policy == "rule" else scenario.algo.rollout_days + 1
         r = one(scenario, policy, days, 27100 + 200 * i)
         first = first or r
@@ -124,8 +217,22 @@ def main() -> None:
               f"{r['median_ms']:>11.1f}{r['p99_ms']:>8.1f}{r['max_ms']:>8.0f}"
               f"{r['startup_s']:>11.1f}{r['uss_mb']:>8.1f}{r['pss_mb']:>8.1f}{r['rss_mb']:>8.1f}"
               f"{str(r['ok']):>7}")
-    print(f"deploy procs=13 rounds_per_s={first['rounds_per_s']:.1f} p99_ms={first['p99_ms']:.1f} "
-          f"uss_mb={first['uss_mb']:.1f}")
+    if first is not None:
+        print(f"deploy procs=13 rounds_per_s={first['rounds_per_s']:.1f} "
+              f"p99_ms={first['p99_ms']:.1f} uss_mb={first['uss_mb']:.1f}")
+    loss = worst_round_under_loss(28800)
+    print(f"\nieee13, rule, --drop 0.1, bid deadline = signal timeout = 0.5 s: worst round "
+          f"{loss['worst_s']:.3f} s ({loss['worst_s'] / 0.5:.2f} x the bid deadline), median "
+          f"{loss['median_s']:.3f} s over {loss['rounds']} rounds, clean {loss['ok']}")
+    print(f"deploy drop=0.1 worst_round_s={loss['worst_s']:.3f} bid_deadline_s=0.5")
+    f = flood(29000)
+    for name in ("market", "a01"):
+        print(f"flood of 100,000 junk messages at {name}: USS {f[name + '_uss_before_mb']:.1f} MB "
+              f"before, {f[name + '_uss_after_mb']:.1f} MB after; read in "
+              f"{f[name + '_flood_s']:.1f} s; refused and counted {f[name + '_refused']:,.0f}; "
+              f"node log {f[name + '_log_lines']} lines")
+    print("deploy flood=100000 " + " ".join(
+        f"{k}={v:.1f}" for k, v in f.items() if k.endswith("_mb")) + f" clean={f['ok']}")
 
 
 if __name__ == "__main__":

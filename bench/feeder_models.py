@@ -21,8 +21,8 @@ import numpy as np
 from peergrid.grid.feeders.ieee13 import (PUBLISHED_REGULATOR_VM_PU, PUBLISHED_VM_PU,
                                           phase_feeder, published_spot_loads)
 from peergrid.grid.threephase import ThreePhaseSolver
-from peergrid.scenarios.community import Community
-from peergrid.scenarios.loader import load_scenario
+from peergrid.scenarios.runtime.community import Community
+from peergrid.scenarios.definition.loader import load_scenario
 
 
 def injections(community: Community) -> tuple[np.ndarray, np.ndarray]:

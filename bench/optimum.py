@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import argparse
 
-from peergrid.scenarios.experiment import optimum_metrics
-from peergrid.scenarios.loader import load_scenario
+from peergrid.scenarios.commands.experiment import optimum_metrics
+from peergrid.scenarios.definition.loader import load_scenario
 
 
 def main() -> None:

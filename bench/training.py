@@ -20,10 +20,10 @@ import time
 
 import torch
 
-from peergrid.scenarios.env import PeerGridEnv
-from peergrid.scenarios.loader import load_scenario
+from peergrid.scenarios.runtime.env import PeerGridEnv
+from peergrid.scenarios.definition.loader import load_scenario
 from peergrid.agents.seeding import stream
-from peergrid.scenarios.train import ALGORITHMS, Team, training_window
+from peergrid.scenarios.commands.train import ALGORITHMS, Team, training_window
 
 
 class Timer:

@@ -83,6 +83,11 @@ class Refusals:
             self.logged += 1
             self.log.event("rejected", peer=peer[:64], reason=reason[:300], **detail)
 
+    def roll(self, global_round: int) -> None:
+        """The node has moved on to ``global_round``: write the last round's counts."""
+        if self.counts and global_round != self.round:
+            self.flush()
+
     def flush(self) -> None:
         """One line with this round's counts per reason (all of them, logged or not)."""
         if self.counts:
@@ -135,7 +140,8 @@ class Node:
         self.started = time.monotonic()
         self.last_heard: dict[str, float] = {}
         self.skew_s: dict[str, float] = {}
-        """Peer's wall clock minus ours at its last heartbeat (one-way delay included)."""
+        """Peer's wall clock minus ours, the largest over its heartbeats (a lower bound:
+        what remains of the one-way delay is in it)."""
         self.heartbeats: Counter[str] = Counter()
 
     def _peer(self, name: str) -> zmq.Socket:
@@ -180,6 +186,7 @@ class Node:
         """Messages accepted within ``timeout_s`` (sends due in the meantime go out)."""
         deadline = time.monotonic() + max(timeout_s, 0.0)
         accepted: list[tuple[Header, Message]] = []
+        self.refusals.roll(self.global_round)
         while True:
             self._beat()
             wait = min(deadline - time.monotonic(), self.heartbeat_s if self.heartbeat_to
@@ -231,7 +238,9 @@ class Node:
         self.last_heard[identity] = time.monotonic()
         if isinstance(msg, Heartbeat):  # counted and measured here, judged by the protocol
             self.heartbeats[identity] += 1
-            self.skew_s[identity] = msg.wall_s - time.time()
+            # the largest sample is the one least delayed in transit: the best estimate
+            skew = msg.wall_s - time.time()
+            self.skew_s[identity] = max(skew, self.skew_s.get(identity, skew))
             return header, msg
         if not msg.repeatable and self.duplicates.seen(identity, k, header.key):
             st.duplicates += 1

@@ -49,13 +49,6 @@ def observed_voltage(vm_by_node: Mapping[str, float], nodes: Sequence[str],
     return float(max(values, key=lambda v: abs(v - mid)))
 
 
-def stale_voltage_penalty(rule: PenaltyRule, vm_pu: float) -> float:
-    """An agent that did not hear the grid's signal books the penalty its last known
-    voltage implies, as if it alone were charged for it (its share is unknown)."""
-    return float(rule.voltage_penalty_per_pu * violation_pu(vm_pu, rule.vm_min_pu,
-                                                            rule.vm_max_pu))
-
-
 @dataclass(frozen=True)
 class PenaltyRule:
     vm_min_pu: float

@@ -21,7 +21,7 @@ settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 @pytest.fixture(scope="session")
 def _ieee13_scenario():
-    from peergrid.scenarios.loader import load_scenario
+    from peergrid.scenarios.definition.loader import load_scenario
 
     return load_scenario("ieee13")
 

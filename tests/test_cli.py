@@ -12,7 +12,7 @@ import pytest
 
 def peergrid(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "peergrid.scenarios.cli", *args],
+        [sys.executable, "-m", "peergrid.scenarios.commands.cli", *args],
         capture_output=True, text=True, timeout=300, cwd=cwd,
     )
 
@@ -52,7 +52,7 @@ def test_existing_run_is_never_overwritten(run_dir):
 
 
 def test_bad_scenario_exits_2_naming_file_field_and_value(tmp_path):
-    from peergrid.scenarios.loader import SHIPPED_DIR
+    from peergrid.scenarios.definition.loader import SHIPPED_DIR
 
     good = (SHIPPED_DIR / "ieee13.toml").read_text()
     text = re.sub(r"pv_kwp = [\d.]+", "pv_kwp = -3.0", good, count=1)

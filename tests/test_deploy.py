@@ -22,15 +22,15 @@ import zmq
 from peergrid.agents.policies import make_policy
 from peergrid.comms.links import LinkModel
 from peergrid.comms.node import Node, NodeLog
-from peergrid.comms.messages import BidMessage, RoundDone
+from peergrid.comms.messages import BidMessage, Resend, RoundDone
 from peergrid.comms.wire import WIRE_VERSION, Header, encode
-from peergrid.scenarios import checks
-from peergrid.scenarios.deploy import check_policy, deploy, with_faults
-from peergrid.scenarios.errors import ScenarioError
-from peergrid.scenarios.loader import load_scenario
-from peergrid.scenarios.env import PeerGridEnv
-from peergrid.scenarios.logs import read_records
-from peergrid.scenarios.train import Team, run_day
+from peergrid.scenarios.definition import checks
+from peergrid.scenarios.commands.deploy import check_policy, deploy, with_faults
+from peergrid.scenarios.definition.errors import ScenarioError
+from peergrid.scenarios.definition.loader import load_scenario
+from peergrid.scenarios.runtime.env import PeerGridEnv
+from peergrid.scenarios.runtime.logs import read_records
+from peergrid.scenarios.commands.train import Team, run_day
 
 
 @pytest.fixture()
@@ -40,11 +40,14 @@ def one_day(ieee13_scenario):
 
 
 def in_process(scenario, choose, team=None) -> pd.DataFrame:
-    """The scenario's days in process, one continuous stretch (as a deployment runs)."""
+    """The scenario's days in process, one continuous stretch (as a deployment runs); a
+    learning team updates at each day's end, as the deployed learners do."""
     env = PeerGridEnv(scenario)
     records = []
     for day in range(env.community.days):
         records += run_day(env, day, choose(env), team, soc="initial" if day == 0 else "carry")[0]
+        if team is not None:
+            team.end_episode()
     frame = pd.DataFrame([r.as_dict() for r in records])
     return frame.sort_values(["episode", "round", "agent"]).reset_index(drop=True)
 
@@ -61,7 +64,7 @@ rule = reference("rule")
 
 def test_deploy_equals_in_process_over_midnight_with_volt_var_inverters(ieee13_scenario,
                                                                           tmp_path):
-    from peergrid.scenarios.community import for_policy
+    from peergrid.scenarios.runtime.community import for_policy
 
     two_days = ieee13_scenario.model_copy(
         update={"scenario": ieee13_scenario.scenario.model_copy(update={"days": 2})})
@@ -87,6 +90,7 @@ def junk_messages(rng: np.random.Generator, scenario_id: str) -> list[bytes]:
         encode(Header("another_scenario", 0, 3, "a01", "bid"), bid),
         encode(Header(scenario_id, 0, 3, "a01", "round_done"), RoundDone(3)),
         encode(Header(scenario_id, 0, 3, "intruder", "round_done"), RoundDone(3)),
+        encode(Header(scenario_id, 0, 3, "intruder", "resend"), Resend(3, 1.0, 1)),
         msgpack.packb([WIRE_VERSION, scenario_id, 0, 3, "intruder", "bid",
                        {**bid.fields(), "bid_kwh": "lots"}]),  # encode() refuses to send it
     ]
@@ -139,19 +143,22 @@ def test_garbage_sent_to_every_live_node_is_dropped_and_changes_nothing(one_day,
 
 @pytest.mark.parametrize(("learner", "port"), [("consensus", 27400),
                                                ("consensus-critic", 27500)])
-def test_online_learning_deployed_equals_in_process(one_day, tmp_path, learner, port):
+def test_online_learning_deployed_equals_in_process(ieee13_scenario, tmp_path, learner, port):
     torch.set_num_threads(1)  # bitwise equality needs the same thread count as the nodes
-    algo = one_day.algo.model_copy(update={"rollout_days": 1, "epochs": 3})
-    s = with_faults(one_day.model_copy(update={"algo": algo}), base_port=port)
-    out, exits = deploy(s, "ieee13.toml", learner, tmp_path / "dep", seed=5)
+    # two days, an update at each day's end: the second day acts with the updated policy
+    algo = ieee13_scenario.algo.model_copy(update={"rollout_days": 1, "epochs": 3})
+    two_days = ieee13_scenario.model_copy(update={
+        "algo": algo, "scenario": ieee13_scenario.scenario.model_copy(update={"days": 2})})
+    s = with_faults(two_days, base_port=port)
+    out, exits = deploy(s, "ieee13.toml", learner, tmp_path / "dep", days=2, seed=5)
     assert set(exits.values()) == {0}
 
     team = Team(learner, s, 5, stacked=False)
     expected = in_process(s, lambda _: (lambda o: team.act(o)), team)
-    team.end_episode()
     pd.testing.assert_frame_equal(read_records(out)[expected.columns], expected)
     used = [json.loads(line) for line in (out / "nodes" / "a01.jsonl").read_text().splitlines()]
-    assert [e["step"] for e in used if e["event"] == "consensus"] == [0, 1, 2]
+    assert [(e["update"], e["step"]) for e in used if e["event"] == "consensus"] == [
+        (u, e) for u in (0, 1) for e in (0, 1, 2)]
     for i, aid in enumerate(team.ids):
         with open(out / "checkpoints" / f"{aid}.pkl", "rb") as f:
             deployed = pickle.load(f)["state"].learner
@@ -164,7 +171,7 @@ def test_online_learning_deployed_equals_in_process(one_day, tmp_path, learner, 
 
 @pytest.mark.parametrize(("algo", "port"), [("consensus", 28100), ("maddpg", 28200)])
 def test_a_trained_policy_deployed_frozen_acts_as_in_process(one_day, tmp_path, algo, port):
-    from peergrid.scenarios.train import evaluate_run, train
+    from peergrid.scenarios.commands.train import evaluate_run, train
 
     s = with_faults(one_day, base_port=port)
     run = train(s, "ieee13.toml", algo, 3, tmp_path / "run", episodes=2, progress=False,
@@ -210,13 +217,14 @@ def test_a_faulty_day_completes_with_every_round_once_and_balanced(one_day, tmp_
              if e["event"] == "round" for f in e["flags"]]
     # 10 % loss shows, but no round is booked on a guess: a lost settlement is asked for
     # until the market's ledger answers
-    assert "voltage_unknown" in flags and "no_settlement" not in flags
+    assert {"voltage_unknown", "grid_only", "no_round_start"} & set(flags)
+    assert "no_settlement" not in flags
     market_log = [json.loads(x) for x in (out / "nodes" / "market.jsonl").read_text().splitlines()]
     assert any(e["event"] == "resend" for e in market_log)
     # and no round waits longer than the bid deadline plus one signal timeout (+ slack)
     durations = [e["duration_s"] for e in market_log if e["event"] == "round"]
     assert len(durations) == 24 and max(durations) < 0.3 + 0.3 + 0.15
-    from peergrid.scenarios.report import agent_timeline
+    from peergrid.scenarios.commands.report import agent_timeline
 
     timeline = agent_timeline(out, "a05")  # what `peergrid logs agent RUN a05` prints
     assert len(timeline) == 24
@@ -326,7 +334,7 @@ def _session_members(sid: int) -> list[int]:
 def test_stopping_the_launcher_leaves_no_orphan_process(tmp_path, sig, port):
     out = tmp_path / "dep"
     launcher = subprocess.Popen(
-        [sys.executable, "-m", "peergrid.scenarios.cli", "deploy", "--days", "3",
+        [sys.executable, "-m", "peergrid.scenarios.commands.cli", "deploy", "--days", "3",
          "--latency-ms", "200", "--base-port", str(port), "--out", str(out)],  # > 30 s
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
@@ -345,3 +353,133 @@ def test_stopping_the_launcher_leaves_no_orphan_process(tmp_path, sig, port):
     finally:
         for pid in _session_members(launcher.pid):
             os.kill(pid, signal.SIGKILL)
+
+
+def _pid_of(out: Path, name: str) -> int | None:
+    """The pid of ``name``'s current process (the launcher logs every start)."""
+    path = out / "nodes" / "launcher.jsonl"
+    if not path.is_file():
+        return None
+    started = [e for e in map(json.loads, path.read_text().splitlines())
+               if e["event"] == "started" and e["node"] == name]
+    return started[-1]["pid"] if started else None
+
+
+def test_kill_9_of_a_prosumer_the_grid_and_the_market_in_a_learning_run(ieee13_scenario,
+                                                                         tmp_path):
+    import random
+
+    from peergrid.scenarios.commands.report import write_summary
+
+    algo = ieee13_scenario.algo.model_copy(update={"rollout_days": 1, "epochs": 2})
+    two_days = ieee13_scenario.model_copy(update={
+        "algo": algo, "scenario": ieee13_scenario.scenario.model_copy(update={"days": 2})})
+    s = with_faults(two_days, base_port=28400, bid_deadline_ms=300.0, signal_timeout_ms=300.0,
+                    consensus_timeout_ms=500.0, down_after_ms=500.0, restart_backoff_ms=1500.0)
+    out = tmp_path / "dep"
+    victim = random.Random(12).choice([a.id for a in s.agents])  # "a random prosumer"
+    plan = [(5, victim), (18, "grid"), (31, "market")]  # (rounds booked by the market, node)
+    killed: list[tuple[str, int, int]] = []
+
+    def killer() -> None:
+        deadline = time.monotonic() + 240
+        while plan and time.monotonic() < deadline:
+            market = out / "market.jsonl"
+            rows = len(market.read_bytes().splitlines()) if market.is_file() else 0
+            if rows >= plan[0][0]:
+                at, name = plan.pop(0)
+                pid = _pid_of(out, name)
+                os.kill(pid, signal.SIGKILL)
+                killed.append((name, pid, rows))
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=killer)
+    thread.start()
+    out, exits = deploy(s, "ieee13.toml", "consensus", out, days=2, seed=4)
+    thread.join()
+    assert [n for n, _, _ in killed] == [victim, "grid", "market"]
+    # each died by SIGKILL and was restarted from its checkpoint; the run completed
+    for name, _, _ in killed:
+        assert exits[f"{name}#0"] == -9 and exits[name] == 0, (name, exits)
+    status = json.loads((out / "status.json").read_text())
+    assert status == {"complete": True, "rounds": 48, "rounds_done": 48, "reason": "finished"}
+    for a in s.agents:  # the raw rows, not de-duplicated: every round exactly once
+        rows = [json.loads(x) for x in (out / "agents" / f"{a.id}.jsonl").read_text().splitlines()]
+        assert [(r["episode"], r["round"]) for r in rows] == [(d, r) for d in (0, 1)
+                                                              for r in range(24)], a.id
+    market_rows = [json.loads(x) for x in (out / "market.jsonl").read_text().splitlines()]
+    assert [(r["episode"], r["round"]) for r in market_rows] == [(d, r) for d in (0, 1)
+                                                                 for r in range(24)]
+    records = read_records(out)
+    assert checks.energy_balance_problems(records, dt_h=1.0) == []
+    per_round = records.groupby(["episode", "round"])[["p2p_sold_kwh", "p2p_bought_kwh"]].sum()
+    assert np.allclose(per_round.p2p_sold_kwh, per_round.p2p_bought_kwh)
+    grid = pd.read_json(out / "grid.jsonl", lines=True)
+    assert len(grid) == 48  # a row for every round, those the grid missed flagged
+    summary = write_summary(out)["community"]
+    assert {victim, "grid"} <= set(summary["down_rounds"]), summary.get("down_rounds")
+    victim_log = [json.loads(x) for x in (out / "nodes" / f"{victim}.jsonl").read_text()
+                  .splitlines()]
+    assert any(e["event"] == "resumed" for e in victim_log)
+    downs = {e["k"] for e in victim_log if e["event"] == "round" and "down" in e["flags"]}
+    assert set(summary["down_rounds"][victim]) <= downs
+
+
+def test_a_message_larger_than_the_limit_is_dropped_at_the_socket_unread(tmp_path):
+    from peergrid.comms.wire import MAX_MESSAGE_BYTES
+
+    endpoint = "tcp://127.0.0.1:27695"
+    node = Node("market", "s", {"market": endpoint, "a01": "tcp://127.0.0.1:27696"},
+                LinkModel("market", None), NodeLog(tmp_path / "n.jsonl"))
+    ctx = zmq.Context.instance()
+    big = ctx.socket(zmq.DEALER)
+    big.setsockopt_string(zmq.ROUTING_ID, "a01")
+    big.connect(endpoint)
+    big.send(b"\x00" * (MAX_MESSAGE_BYTES + 1))  # ZeroMQ cuts this connection, unread
+    got = []
+    for _ in range(5):
+        got += node.receive(0.1)
+    big.close(0)
+    for _ in range(3):
+        got += node.receive(0.1)
+    peer = ctx.socket(zmq.DEALER)  # and the node keeps serving
+    peer.setsockopt_string(zmq.ROUTING_ID, "a01")
+    peer.connect(endpoint)
+    peer.send(encode(Header("s", 0, 3, "a01", "round_done"), RoundDone(3)))
+    for _ in range(20):
+        got += node.receive(0.1)
+    peer.close(0)
+    node.close()
+    assert [(h.kind, h.sender) for h, _ in got] == [("round_done", "a01")]
+
+
+def test_a_node_started_by_hand_exits_once_its_market_is_silent(ieee13_scenario, tmp_path):
+    from peergrid.scenarios.commands.deploy import deploy_spec
+
+    s = with_faults(ieee13_scenario, base_port=27720, idle_exit_ms=2000.0)
+    spec = deploy_spec(s, "rule", tmp_path / "dep")
+    (tmp_path / "dep").mkdir(exist_ok=True)
+    spec.write(tmp_path / "dep" / "deploy.json")
+    t0 = time.monotonic()
+    proc = subprocess.run(  # no market was ever started
+        [sys.executable, "-m", "peergrid.scenarios.commands.cli", "node", "prosumer", "--id",
+         "a03", "--config", str(tmp_path / "dep" / "deploy.json")],
+        capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert time.monotonic() - t0 < 30
+    events = [json.loads(x) for x in (tmp_path / "dep" / "nodes" / "a03.jsonl").read_text()
+              .splitlines()]
+    assert [e["reason"] for e in events if e["event"] == "exit"] == ["market_silent"]
+
+
+def test_a_run_that_did_not_finish_says_so_and_up_to_which_round(ieee13_scenario, tmp_path):
+    from peergrid.scenarios.commands.report import format_summary, write_summary
+
+    one = ieee13_scenario.model_copy(update={
+        "scenario": ieee13_scenario.scenario.model_copy(update={"days": 1})})
+    out, _ = deploy(with_faults(one, base_port=27740), "ieee13.toml", "rule", tmp_path / "dep")
+    status = {"complete": False, "rounds": 48, "rounds_done": 24,
+              "reason": "market exited with -9"}
+    (out / "status.json").write_text(json.dumps(status))  # as the launcher writes it
+    text = format_summary(write_summary(out))
+    assert "INCOMPLETE deployment: 24 of 48 rounds run (market exited with -9)" in text

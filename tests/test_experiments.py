@@ -7,9 +7,9 @@ import tomllib
 
 import pytest
 
-from peergrid.scenarios.comparison import SUMMARY_FIELDS, paper_comparison
-from peergrid.scenarios.loader import parse_scenario, read_toml
-from peergrid.scenarios.tuning import grid, tune
+from peergrid.scenarios.commands.comparison import SUMMARY_FIELDS, paper_comparison
+from peergrid.scenarios.definition.loader import parse_scenario, read_toml
+from peergrid.scenarios.commands.tuning import grid, tune
 
 pytestmark = pytest.mark.slow
 

@@ -247,7 +247,7 @@ def quick(ieee13_scenario):
 
 @pytest.mark.parametrize("algo", ["consensus", "consensus-critic", "mappo", "maddpg"])
 def test_training_resumes_exactly(quick, algo, tmp_path):
-    from peergrid.scenarios.train import load_team, train
+    from peergrid.scenarios.commands.train import load_team, train
 
     train(quick, "q.toml", algo, 7, tmp_path / "straight", episodes=4, progress=False,
           tensorboard=False)
@@ -270,7 +270,7 @@ def test_training_resumes_exactly(quick, algo, tmp_path):
 
 
 def test_consensus_training_ends_each_update_in_agreement_ippo_does_not(quick, tmp_path):
-    from peergrid.scenarios.train import train
+    from peergrid.scenarios.commands.train import train
 
     # on a complete graph Metropolis weights are 1/n: one consensus step is the exact mean
     complete = quick.model_copy(update={"comms": quick.comms.model_copy(
@@ -288,7 +288,7 @@ def test_consensus_training_ends_each_update_in_agreement_ippo_does_not(quick, t
 
 
 def test_the_model_the_run_keeps_is_chosen_on_the_validation_window_only(quick, tmp_path):
-    from peergrid.scenarios.train import train, window_problems
+    from peergrid.scenarios.commands.train import train, window_problems
 
     out = train(quick, "q.toml", "ippo", 2, tmp_path / "r", episodes=6, progress=False,
                 tensorboard=False)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from peergrid.scenarios.community import Community
-from peergrid.scenarios.env import PeerGridEnv
-from peergrid.scenarios.experiment import optimum_metrics, reference_metrics
-from peergrid.scenarios.optimum import aware_schedule, blind_schedule, schedule_actions
-from peergrid.scenarios.train import evaluate_choice
+from peergrid.scenarios.runtime.community import Community
+from peergrid.scenarios.runtime.env import PeerGridEnv
+from peergrid.scenarios.commands.experiment import optimum_metrics, reference_metrics
+from peergrid.scenarios.commands.optimum import aware_schedule, blind_schedule, schedule_actions
+from peergrid.scenarios.commands.train import evaluate_choice
 
 
 @pytest.fixture(scope="module")

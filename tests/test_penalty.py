@@ -146,7 +146,7 @@ def test_a_bus_without_agents_is_charged_to_those_downstream_and_a_dead_end_is_i
 
 def test_on_ieee13_every_violation_has_someone_to_pay_for_it():
     from peergrid.grid.feeders.ieee13 import phase_feeder
-    from peergrid.scenarios.loader import load_scenario
+    from peergrid.scenarios.definition.loader import load_scenario
 
     s = load_scenario("ieee13")
     topo = phase_feeder("kersting").topology()
@@ -161,8 +161,8 @@ def test_the_grid_operator_charges_ieee13s_central_node_once():
     # 671, 692 (a closed switch) and 680 (a dead end without agents) read the same
     # voltage: one excursion, one charge, to the agents at that node
     from peergrid.market.bid import Bid
-    from peergrid.scenarios.community import make_grid_operator
-    from peergrid.scenarios.loader import load_scenario
+    from peergrid.scenarios.runtime.community import make_grid_operator
+    from peergrid.scenarios.definition.loader import load_scenario
 
     s = load_scenario("ieee13")
     grid = make_grid_operator(s, 0.25)

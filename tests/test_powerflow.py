@@ -14,7 +14,7 @@ from peergrid.grid.feeders import FEEDERS, base_loads, build_feeder
 from peergrid.grid.feeders.ieee13 import build_ieee13
 from peergrid.grid.powerflow import PandapowerSolver
 from peergrid.grid.zbus import ZBusSolver
-from peergrid.scenarios.community import Community
+from peergrid.scenarios.runtime.community import Community
 
 DV_PU, DA_RAD = 1e-6, 1e-5
 

@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_scenario_reference_is_generated_from_the_current_schema():
-    from peergrid.scenarios.schemadoc import render
+    from peergrid.scenarios.definition.schemadoc import render
 
     committed = (ROOT / "docs" / "scenario.md").read_text()
     assert committed.strip() == render().strip(), "run: peergrid scenario doc > docs/scenario.md"
@@ -81,3 +81,23 @@ def test_no_cycles_between_top_level_packages_beyond_the_known_upward_imports():
 
 def test_the_import_check_sees_imports_inside_functions():
     assert "peergrid.agents.learners.ppo" in _imports()["peergrid.comms.nodes.prosumer"]
+
+
+def test_the_scenario_layers_import_downwards_only():
+    """definition (what a scenario is) < runtime (how it runs in process) < commands."""
+    order = ["definition", "runtime", "commands"]
+    problems = []
+    for module, names in _imports().items():
+        parts = module.split(".")
+        if parts[1] != "scenarios" or len(parts) < 4:
+            continue
+        mine = order.index(parts[2])
+        for name in names:
+            p = name.split(".")
+            if p[:2] == ["peergrid", "scenarios"] and len(p) > 2 and p[2] in order \
+                    and order.index(p[2]) > mine:
+                problems.append(f"{module} imports {name}")
+            if mine == 0 and p[:2] == ["peergrid", "comms"]:
+                problems.append(f"{module} imports {name}")
+    assert problems == []
+    assert sorted(p.name for p in (ROOT / "scenarios").glob("*.py")) == ["__init__.py"]

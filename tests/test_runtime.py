@@ -9,12 +9,12 @@ from pettingzoo.test import parallel_api_test, parallel_seed_test
 
 from peergrid.agents.policies import make_policy
 from peergrid.agents.records import RECORD_COLUMNS
-from peergrid.scenarios import checks
-from peergrid.scenarios.env import PeerGridEnv
-from peergrid.scenarios.logs import read_records, read_table
-from peergrid.scenarios.model import MarketModel
-from peergrid.scenarios.report import summarize
-from peergrid.scenarios.simulate import simulate
+from peergrid.scenarios.definition import checks
+from peergrid.scenarios.runtime.env import PeerGridEnv
+from peergrid.scenarios.runtime.logs import read_records, read_table
+from peergrid.scenarios.runtime.model import MarketModel
+from peergrid.scenarios.commands.report import summarize
+from peergrid.scenarios.commands.simulate import simulate
 
 
 def run_model(scenario, policy: str, days: int = 1) -> pd.DataFrame:
@@ -68,7 +68,7 @@ def test_env_days_equal_mesa_days_under_the_same_policy(ieee13_scenario, rule_da
 
 
 def test_batteries_carry_their_charge_over_midnight(ieee13_scenario, rule_day):
-    from peergrid.scenarios.community import prosumer_spec
+    from peergrid.scenarios.runtime.community import prosumer_spec
 
     specs = {a.id: prosumer_spec(a).battery for a in ieee13_scenario.agents}
     moved = 0
@@ -151,7 +151,7 @@ def test_summary_totals_match_records(ieee13_scenario, tmp_path):
 
 
 def test_voltvar_reduces_violations_against_rule_over_the_week(ieee13_scenario):
-    from peergrid.scenarios.experiment import reference_metrics
+    from peergrid.scenarios.commands.experiment import reference_metrics
 
     rule = reference_metrics(ieee13_scenario, "rule")
     voltvar = reference_metrics(ieee13_scenario, "voltvar")
@@ -165,7 +165,7 @@ def test_voltvar_reduces_violations_against_rule_over_the_week(ieee13_scenario):
 def test_volt_var_inverters_settle_on_the_curve_within_their_capability(ieee13_scenario, tmp_path):
     from peergrid.agents.devices import reactive_capability_kvar
     from peergrid.grid.inverters import volt_var_pu
-    from peergrid.scenarios.community import prosumer_spec
+    from peergrid.scenarios.runtime.community import prosumer_spec
 
     out = simulate(ieee13_scenario, "ieee13.toml", "voltvar", tmp_path / "vv", days=1,
                    progress=False)
@@ -201,7 +201,7 @@ def test_volt_watt_curve_is_ieee_1547_defaults_for_pv():
 def test_volt_watt_limit_is_in_pu_of_the_pv_kwp_not_the_inverter_kva(ieee13_scenario):
     from peergrid.agents.policies import volt_watt_curtail
     from peergrid.agents.spaces import OBS
-    from peergrid.scenarios.community import Community
+    from peergrid.scenarios.runtime.community import Community
 
     community = Community(ieee13_scenario, days=1)
     spec = next(p.spec for p in community.prosumers if p.spec.pv_kwp > 0)

@@ -8,9 +8,9 @@ import tomllib
 import numpy as np
 import pytest
 
-from peergrid.scenarios import profiles
-from peergrid.scenarios.errors import ScenarioError
-from peergrid.scenarios.loader import SHIPPED_DIR, load_scenario, parse_scenario
+from peergrid.scenarios.definition import profiles
+from peergrid.scenarios.definition.errors import ScenarioError
+from peergrid.scenarios.definition.loader import SHIPPED_DIR, load_scenario, parse_scenario
 
 
 @pytest.fixture(scope="module")
@@ -175,8 +175,8 @@ def test_every_shipped_community_peaks_at_its_feeders_design_load(name):
     # the calibration rule (docs/feeder.md): household profiles peak in winter; scaled so
     # that the coincident peak over every window the scenario uses (training, validation,
     # test) is the load the feeder was built for, and no window exceeds it
-    from peergrid.scenarios.diagnose import diagnose
-    from peergrid.scenarios.loader import WINDOWS
+    from peergrid.scenarios.commands.diagnose import diagnose
+    from peergrid.scenarios.definition.loader import WINDOWS
 
     s = load_scenario(name)
     d = {w: diagnose(s, window=w) for w in WINDOWS}

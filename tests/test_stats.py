@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from hypothesis import given, strategies as st
 
-from scenarios.stats import band, summarize, welch_p
+from peergrid.scenarios.commands.stats import band, summarize, welch_p
 
 
 def test_summary_known_answer():
@@ -51,7 +51,7 @@ def test_band_matches_summary_row_by_row():
 
 
 def test_resume_keeps_complete_runs_and_restarts_partial_ones(ieee13_scenario, tmp_path):
-    from peergrid.scenarios.experiment import TrainingJob, finished_wall_s, run_training_jobs
+    from peergrid.scenarios.commands.experiment import TrainingJob, finished_wall_s, run_training_jobs
 
     def job(name: str, episodes: int = 600) -> TrainingJob:
         return TrainingJob(ieee13_scenario, "ieee13.toml", "ippo", 0, str(tmp_path / name),

@@ -392,6 +392,9 @@ class PPOGroup:
             "opt_actor": self.opt_actor.state_dict(), "opt_critic": self.opt_critic.state_dict(),
             "gens": [g.get_state() for g in self.gens], "rollout": list(self._rollout),
             "updates": self.updates,
+            # an action taken and not yet rewarded: a process restarted between its bid
+            # and the round's booking observes the reward for it
+            "pending": self._pending,
         }
         if self.mode == "networked":
             state["estimator"] = self.estimator.state_dict()
@@ -410,6 +413,7 @@ class PPOGroup:
             g.set_state(s)
         self._rollout = list(state["rollout"])
         self.updates = state["updates"]
+        self._pending = state.get("pending")
 
 
 class PPOLearner:

@@ -18,9 +18,14 @@ def run_grid(spec: DeploySpec, incarnation: int = 0) -> None:
     writer = RunWriter(Path(spec.out))
     checkpoints = Checkpoints(Path(spec.out) / "checkpoints" / "grid.pkl", writer, ["grid.jsonl"])
     state = checkpoints.load() if incarnation > 0 else None
+    serve(node, lambda st, inc: grid_protocol(spec, st, inc, os.getpid()), writer, checkpoints,
+          incarnation, state)
+
+
+def grid_protocol(spec: DeploySpec, state=None, incarnation: int = 0,
+                  pid: int = 0) -> GridProtocol:
     g = spec.grid
-    proto = GridProtocol(spec.agents, g.buses, spec.window.window(),
-                         make_grid_operator(g.feeder, g.buses, g.dt_h, g.rule, g.connections),
-                         idle_exit_s=spec.timing.idle_exit_s, state=state,
-                         incarnation=incarnation, pid=os.getpid())
-    serve(node, proto, writer, checkpoints)
+    return GridProtocol(spec.agents, g.buses, spec.window.window(),
+                        make_grid_operator(g.feeder, g.buses, g.dt_h, g.rule, g.connections),
+                        idle_exit_s=spec.timing.idle_exit_s, state=state,
+                        incarnation=incarnation, pid=pid)

@@ -2,7 +2,7 @@
 
 Nothing a peer sends can raise out of this loop: the wire refuses what is malformed
 (comms.node), the protocol objects judge the rest, and should one of them still raise on
-a message, the loop logs the error with the message's kind and sender and keeps serving.
+a message, the loop logs the error and resumes from the last checkpoint (``serve``).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import signal
 import time
 import traceback
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from peergrid.comms.node import Node
@@ -68,21 +69,31 @@ def apply(fx: Effects, node: Node, writer: RunWriter, checkpoints: Checkpoints |
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def serve(node: Node, proto, writer: RunWriter, checkpoints: Checkpoints | None) -> None:
-    """Run ``proto`` until it has finished; then log the node's counters and close."""
+def serve(node: Node, make: Callable[[Any, int], Any], writer: RunWriter,
+          checkpoints: Checkpoints, incarnation: int = 0, state: Any = None) -> None:
+    """Run the protocol object ``make(state, incarnation)`` builds until it has
+    finished; then log the node's counters and close.
+
+    Should the protocol raise on a message (a bug: the wire and the protocol judge every
+    message), the node recovers as if restarted, in process: the error is logged, what
+    that message had half done is dropped, the last checkpoint is loaded (rows after it
+    cut) and a new incarnation resumes from it, telling the market so."""
     errors = 0
+    proto = make(state, incarnation)
     apply(proto.start(time.monotonic()), node, writer, checkpoints, proto.current_round)
     while not proto.finished:
         wait = min(max(proto.next_due() - time.monotonic(), 0.0), 1.0)
         for h, msg in node.receive(wait):
             try:
                 fx = proto.on_message(time.monotonic(), h.sender, h.episode, h.round, msg)
-            except Exception as err:  # a bug must not let one message end the node
+            except Exception as err:
                 errors += 1
                 node.log.event("handler_error", peer=h.sender, kind=msg.kind,
                                error=f"{type(err).__name__}: {err}",
                                where=traceback.format_exc(limit=-2)[-600:])
-                fx = proto.fx.take()
+                incarnation += 1
+                proto = make(checkpoints.load(), incarnation)
+                fx = proto.start(time.monotonic())
             apply(fx, node, writer, checkpoints, proto.current_round)
             if proto.finished:
                 break

@@ -20,13 +20,17 @@ def run_market(spec: DeploySpec, incarnation: int = 0) -> None:
     checkpoints = Checkpoints(Path(spec.out) / "checkpoints" / "market.pkl", writer,
                               ["market.jsonl"])
     state = checkpoints.load() if incarnation > 0 else None
+    serve(node, lambda st, _inc: market_protocol(spec, st), writer, checkpoints, incarnation,
+          state)
+
+
+def market_protocol(spec: DeploySpec, state=None) -> MarketProtocol:
     m = spec.market
-    proto = MarketProtocol(
+    return MarketProtocol(
         spec.agents, spec.window.window(), MarketOperator(m.retail, m.feed_in), m.max_kwh,
         spec.market_timing(), kills={k.at_round: k.agent for k in spec.kills},
         restarts={k.restart_round: k.agent for k in spec.kills if k.restart_round is not None},
         state=state)
-    serve(node, proto, writer, checkpoints)
 
 
 def max_position_kwh(prosumer) -> float:

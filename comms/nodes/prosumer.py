@@ -73,10 +73,11 @@ def run_prosumer(spec: DeploySpec, agent_id: str, incarnation: int = 0,
     checkpoints = Checkpoints(Path(spec.out) / "checkpoints" / f"{agent_id}.pkl", writer,
                               [f"agents/{agent_id}.jsonl"])
     state = checkpoints.load() if incarnation > 0 or finish else None
-    proto = prosumer_protocol(spec, agent_id, incarnation, state, finish, os.getpid())
     if not finish:
-        serve(node, proto, writer, checkpoints)
+        serve(node, lambda st, inc: prosumer_protocol(spec, agent_id, inc, st, pid=os.getpid()),
+              writer, checkpoints, incarnation, state)
         return
+    proto = prosumer_protocol(spec, agent_id, incarnation, state, finish, os.getpid())
     apply(proto.start(time.monotonic()), node, writer, checkpoints)
     open_k = proto.pending["k"] if proto.pending is not None else None
     owed = _from_ledger(Path(spec.out), agent_id, open_k) if open_k is not None else None

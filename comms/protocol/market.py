@@ -11,10 +11,11 @@ Per round ``k``:
    with its reason and that agent trades with the grid only;
 4. clear, enter the round in the ledger (comms.protocol.ledger), send each bidder its settlement
    and the grid the positions, write the market row, checkpoint;
-5. wait up to ``signal_timeout_s`` for the bidders' and the grid's ``round_done``,
-   sending the settlement (or the positions) once more halfway to whoever has not
-   confirmed; then the next round. A round takes at most bid deadline + signal timeout
-   (+ the learners' update allowance at a day's end), whatever is lost.
+5. wait up to half of ``signal_timeout_s`` for the bidders' and the grid's
+   ``round_done``, sending the settlement (or the positions) once more halfway to
+   whoever has not confirmed; then the next round. A round takes at most bid deadline +
+   half a signal timeout (+ the learners' update allowance at a day's end), whatever is
+   lost; a bidder that has not confirmed still books the round from the ledger.
 
 A ``resend`` is answered from the ledger at any time. An injected crash (``kills``) is
 sent as its round begins; before a round at which the crashed prosumer is to be back,
@@ -242,7 +243,9 @@ class MarketProtocol:
         # wait below only keeps the rounds in step, and has one bound whatever is lost
         r["waiting"] = {*bids, *(["grid"] if "grid" not in s.down else [])}
         day_end = rnd == self.window.steps_per_day - 1
-        wait = self.t.signal_timeout_s + (self.t.day_end_allowance_s if day_end else 0.0)
+        # half a signal timeout: time enough for the answers of a healthy round; a
+        # bidder that has not confirmed by then still gets its settlement when it asks
+        wait = self.t.signal_timeout_s / 2 + (self.t.day_end_allowance_s if day_end else 0.0)
         r["t_clear"], r["retried"] = now, False
         self.phase, self.deadline = "confirm", now + wait / 2
         r["wait"] = wait

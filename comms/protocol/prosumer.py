@@ -5,10 +5,10 @@ and the grid signal, conclude the round (its record), and at a day's end update 
 learner. Defined behaviour under faults (docs/deploy.md has the whole table):
 
 * the settlement is the market's word (its ledger): a lost one is asked for again
-  (``resend``, every ``resend_s``) for as long as the market is alive; a bid that missed
-  the clearing comes back as a grid-only settlement (``grid_only``) that carries the
-  round's SDR. Only a market silent for ``down_after_s`` makes the agent book the round
-  without it (``no_settlement``, SDR unknown);
+  (``resend``, every ``resend_s``, up to ``MAX_RESENDS`` times); a bid that missed the
+  clearing comes back as a grid-only settlement (``grid_only``) that carries the round's
+  SDR. Only a market silent for ``down_after_s``, or the budget spent, makes the agent
+  book the round without it (``no_settlement``, SDR unknown);
 * no grid signal within ``signal_timeout_s`` of the settlement: the voltage is unknown
   (NaN, ``voltage_unknown``) and no penalty is charged (the grid's row has the round);
   the next observation keeps the last voltage heard;
@@ -46,6 +46,12 @@ from peergrid.comms.protocol.market import Window
 from peergrid.grid.penalty import observed_voltage
 from peergrid.market.sdr import Tariff
 from peergrid.market.settlement import grid_only_settlement
+
+
+MAX_RESENDS = 50
+"""The budget of asking for one settlement (25 s at the default timeouts): the ledger
+answers every request that arrives, so only a market that is alive but unreachable for
+that long exhausts it, and the round is then booked without it (``no_settlement``)."""
 
 
 @dataclass(frozen=True)
@@ -208,8 +214,8 @@ class ProsumerProtocol:
             due.append(self.exchange["deadline"])
         elif self.pending is not None:
             due.append(self.pending["due"])
-        for msg, arrived in self.deferred:
-            due.append(arrived + msg.deadline_s)
+        elif self.deferred and self.update is None:
+            due.append(self.heard_market)  # acted on at once
         return min(due)
 
     # --- messages -------------------------------------------------------------------
@@ -439,7 +445,8 @@ class ProsumerProtocol:
             if now < p["due"]:
                 break
             if "settlement" not in p:
-                if now - self.heard_market > self.t.down_after_s:  # nobody left to answer
+                if (now - self.heard_market > self.t.down_after_s  # nobody left to answer
+                        or p["attempt"] >= MAX_RESENDS):
                     self._conclude(now)
                     continue
                 p["attempt"] += 1

@@ -24,10 +24,10 @@ import numpy as np
 import pandas as pd
 
 from peergrid.grid.feeders import base_loads
-from peergrid.scenarios.community import Community
-from peergrid.scenarios.loader import in_window
-from peergrid.scenarios.report import bus_violations
-from peergrid.scenarios.schema import Scenario
+from peergrid.scenarios.runtime.community import Community
+from peergrid.scenarios.definition.loader import in_window
+from peergrid.scenarios.commands.report import bus_violations
+from peergrid.scenarios.definition.schema import Scenario
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,8 @@ import math
 import numpy as np
 
 from peergrid.grid.feeders import base_loads
-from peergrid.scenarios import profiles
-from peergrid.scenarios.schema import AgentConfig, PlacementConfig
+from peergrid.scenarios.definition import profiles
+from peergrid.scenarios.definition.schema import AgentConfig, PlacementConfig
 from peergrid.agents.seeding import stream
 
 

@@ -13,12 +13,12 @@ from peergrid.comms import spec as S
 from peergrid.comms.launcher import launch
 from peergrid.comms.messages import layout_hash
 from peergrid.comms.protocol.prosumer import Learning, Market
-from peergrid.scenarios.community import for_policy
-from peergrid.scenarios.errors import ScenarioError
-from peergrid.scenarios.loader import fault_name_problems, pydantic_problems
-from peergrid.scenarios.logs import write_manifest
-from peergrid.scenarios.schema import Scenario
-from peergrid.scenarios.simulate import prepare_run_dir
+from peergrid.scenarios.runtime.community import for_policy
+from peergrid.scenarios.definition.errors import ScenarioError
+from peergrid.scenarios.definition.loader import fault_name_problems, pydantic_problems
+from peergrid.scenarios.runtime.logs import write_manifest
+from peergrid.scenarios.definition.schema import Scenario
+from peergrid.scenarios.commands.simulate import prepare_run_dir
 
 
 def with_faults(scenario: Scenario, **overrides: Any) -> Scenario:
@@ -43,7 +43,7 @@ def check_policy(scenario: Scenario, policy: str, learn: bool) -> None:
     """Refuse, before any process starts, a policy the nodes could not load: otherwise
     every prosumer process would fail on its own and the market trade without them."""
     from peergrid.agents.policies import REFERENCE_POLICIES
-    from peergrid.scenarios.logs import read_manifest
+    from peergrid.scenarios.runtime.logs import read_manifest
 
     if policy in (*REFERENCE_POLICIES, *ONLINE_ALGORITHMS):
         if learn:
@@ -88,10 +88,10 @@ def deploy_spec(scenario: Scenario, policy: str, out: str | Path, days: int = 1,
     from peergrid.agents.spaces import ACTION_DIM, OBS_DIM
     from peergrid.agents.topology import metropolis_weights
     from peergrid.comms.nodes.market import max_position_kwh
-    from peergrid.scenarios.community import (Clock, agent_connections, build_prosumer,
+    from peergrid.scenarios.runtime.community import (Clock, agent_connections, build_prosumer,
                                               feeder_choice, feeder_nodes, penalty_rule,
                                               public_scale)
-    from peergrid.scenarios.train import (CONSENSUS, PPO_MODES, communication_graph,
+    from peergrid.scenarios.commands.train import (CONSENSUS, PPO_MODES, communication_graph,
                                           learner_config, learner_dims, load_team,
                                           reward_scales, shared_seed)
 

@@ -25,10 +25,10 @@ from typing import Any
 
 import pandas as pd
 
-from peergrid.scenarios.experiment import (TrainingJob, _fresh_dir, _run_section,
+from peergrid.scenarios.commands.experiment import (TrainingJob, _fresh_dir, _run_section,
                                            run_training_jobs)
-from peergrid.scenarios.schema import ALGORITHMS, LearnerOverrides, Scenario
-from peergrid.scenarios.stats import summarize
+from peergrid.scenarios.definition.schema import ALGORITHMS, LearnerOverrides, Scenario
+from peergrid.scenarios.commands.stats import summarize
 
 EXPLORATION_STD = (0.3, 0.1)
 PPO_GRID = [{"lr_actor": lr_actor, "lr_critic": lr_critic,

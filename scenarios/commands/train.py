@@ -44,13 +44,13 @@ from peergrid.agents.spaces import ACTION_DIM, OBS_DIM
 from peergrid.agents.topology import build_graph, metropolis_weights
 from peergrid.grid.feeders import build_feeder
 from peergrid.grid.powerflow import topology_of
-from peergrid.scenarios.report import grid_violations
-from peergrid.scenarios.community import prosumer_spec
-from peergrid.scenarios.env import PeerGridEnv
-from peergrid.scenarios.errors import ScenarioError
-from peergrid.scenarios.loader import in_window
-from peergrid.scenarios.logs import RunWriter, read_manifest, write_manifest
-from peergrid.scenarios.schema import ALGORITHMS, Scenario
+from peergrid.scenarios.commands.report import grid_violations
+from peergrid.scenarios.runtime.community import prosumer_spec
+from peergrid.scenarios.runtime.env import PeerGridEnv
+from peergrid.scenarios.definition.errors import ScenarioError
+from peergrid.scenarios.definition.loader import in_window
+from peergrid.scenarios.runtime.logs import RunWriter, read_manifest, write_manifest
+from peergrid.scenarios.definition.schema import ALGORITHMS, Scenario
 from peergrid.agents.seeding import stream
 
 PPO_MODES = {"consensus": "networked", "consensus-critic": "own", "ippo": "own",
@@ -79,7 +79,7 @@ def learner_dims(s: Scenario) -> dict[str, int]:
     """Input sizes of the critics and estimators (agents.public): the public state, the
     estimator's input (state and outcome), MAPPO's global state."""
     from peergrid.agents.public import public_state_dim
-    from peergrid.scenarios.community import feeder_nodes
+    from peergrid.scenarios.runtime.community import feeder_nodes
 
     public = public_state_dim(len(feeder_nodes(s)))
     return {"public_dim": public, "estimator_dim": 2 * public - 4,
@@ -422,7 +422,7 @@ def train(scenario: Scenario, source: str, algo: str, seed: int, out: str | Path
 
 def load_team(run_dir: str | Path) -> tuple[Team, Scenario, dict[str, Any]]:
     """The trained team of a run directory, with its scenario and manifest."""
-    from peergrid.scenarios.loader import scenario_from_dump
+    from peergrid.scenarios.definition.loader import scenario_from_dump
 
     manifest = read_manifest(run_dir)
     scenario = scenario_from_dump(manifest["scenario"])
@@ -439,7 +439,7 @@ def evaluate_run(run_dir: str | Path, out: str | Path, force: bool = False,
                  days: int | None = None) -> dict[str, float]:
     """Greedy policy of a trained run on its evaluation days (the first ``days`` of
     them if given), logged like `simulate`."""
-    from peergrid.scenarios.simulate import prepare_run_dir
+    from peergrid.scenarios.commands.simulate import prepare_run_dir
 
     team, scenario, manifest = load_team(run_dir)
     if days is not None:

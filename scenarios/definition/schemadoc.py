@@ -7,7 +7,7 @@ from typing import Any, Literal, get_args, get_origin
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from peergrid.scenarios.schema import (
+from peergrid.scenarios.definition.schema import (
     AgentConfig,
     AlgoConfig,
     CommsConfig,

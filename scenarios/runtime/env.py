@@ -27,8 +27,8 @@ from pettingzoo import ParallelEnv
 from peergrid.agents.prosumer import PublicSignals
 from peergrid.agents.public import PublicOutcome, estimator_input
 from peergrid.agents.spaces import action_space, observation_space
-from peergrid.scenarios.community import Community
-from peergrid.scenarios.schema import Scenario
+from peergrid.scenarios.runtime.community import Community
+from peergrid.scenarios.definition.schema import Scenario
 
 
 class PeerGridEnv(ParallelEnv):

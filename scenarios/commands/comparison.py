@@ -34,12 +34,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from peergrid.scenarios.experiment import (OPTIMA, REFERENCES, TrainingJob, _fresh_dir,
+from peergrid.scenarios.commands.experiment import (OPTIMA, REFERENCES, TrainingJob, _fresh_dir,
                                            _run_section, add_savings_shares, optimum_metrics,
                                            reference_metrics, run_training_jobs)
-from peergrid.scenarios.schema import ALGORITHMS, Scenario
-from peergrid.scenarios.stats import band, summarize, welch_p
-from peergrid.scenarios.train import evaluate_run, validation_window
+from peergrid.scenarios.definition.schema import ALGORITHMS, Scenario
+from peergrid.scenarios.commands.stats import band, summarize, welch_p
+from peergrid.scenarios.commands.train import evaluate_run, validation_window
 
 SUMMARY_FIELDS = [
     "name", "seeds", "team_reward_mean", "team_reward_std", "community_cost_mean",
@@ -121,7 +121,7 @@ def paper_comparison(scenario: Scenario, source: str, out: str | Path, seeds: in
     _plot_bus_violations({a: tests[a] for a in shown}, out / "violations_by_bus.png")
     _plot_agent_penalties({a: tests[a] for a in shown}, out / "penalties_by_agent.png")
     if "consensus" in algorithms:
-        from peergrid.scenarios import report
+        from peergrid.scenarios.commands import report
 
         evaluate_run(out / "train" / run_name("consensus", 0), out / "day", force=True, days=1)
         report.plot(out / "day")

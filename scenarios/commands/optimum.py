@@ -40,7 +40,7 @@ import scipy.sparse as sp
 from scipy.optimize import linprog
 
 from peergrid.agents.devices import PV_INVERTER_ONLINE_PU, reactive_capability_kvar
-from peergrid.scenarios.community import Community
+from peergrid.scenarios.runtime.community import Community
 
 THROUGHPUT_COST = 1e-6
 """Cost per kWh charged or discharged: breaks the tie that would let the LP charge and

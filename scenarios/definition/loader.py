@@ -10,13 +10,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from peergrid.grid.feeders import bus_phases, feeder_buses
-from peergrid.scenarios.errors import ScenarioError
-from peergrid.scenarios.profiles import PROFILE_YEAR, available_profiles
-from peergrid.scenarios.placement import place_agents
-from peergrid.scenarios.schema import Scenario
+from peergrid.scenarios.definition.errors import ScenarioError
+from peergrid.scenarios.definition.profiles import PROFILE_YEAR, available_profiles
+from peergrid.scenarios.definition.placement import place_agents
+from peergrid.scenarios.definition.schema import Scenario
 
 
-SHIPPED_DIR = Path(__file__).parent / "files"
+SHIPPED_DIR = Path(__file__).parent.parent / "files"
 
 
 def builtin_scenarios() -> list[str]:

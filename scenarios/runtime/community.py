@@ -32,8 +32,8 @@ from peergrid.grid import build as grid_build
 from peergrid.grid.build import FeederChoice
 from peergrid.grid.powerflow import Solver
 from peergrid.market.operator import MarketOperator, MarketResult, market_row
-from peergrid.scenarios import profiles
-from peergrid.scenarios.schema import AgentConfig, Scenario
+from peergrid.scenarios.definition import profiles
+from peergrid.scenarios.definition.schema import AgentConfig, Scenario
 
 
 def prosumer_spec(a: AgentConfig) -> ProsumerSpec:

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from peergrid.grid.feeders import bus_groups
-from peergrid.scenarios.logs import read_manifest, read_records, read_table
+from peergrid.scenarios.runtime.logs import read_manifest, read_records, read_table
 
 
 def node_bus(column: str) -> str:
@@ -55,7 +55,7 @@ def grid_violations(grid: pd.DataFrame, vm_min_pu: float, vm_max_pu: float,
     buses, over, under = bus_violations(grid, vm_min_pu, vm_max_pu, groups)
     # a deployed round whose positions never reached the grid has no power flow: its
     # voltages are unknown, counted apart from a power flow that failed
-    lost = (grid["positions_lost"].fillna(False).to_numpy(dtype=bool)
+    lost = (grid["positions_lost"].eq(True).to_numpy(dtype=bool)
             if "positions_lost" in grid else np.zeros(len(grid), dtype=bool))
     failed = ~grid.converged.to_numpy(dtype=bool) & ~lost
     loading = grid.max_line_loading_pct.to_numpy(dtype=float)

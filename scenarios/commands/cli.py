@@ -8,13 +8,13 @@ import logging
 import sys
 
 from peergrid.agents.policies import REFERENCE_POLICIES
-from peergrid.scenarios.schema import ALGORITHMS
+from peergrid.scenarios.definition.schema import ALGORITHMS
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from peergrid.scenarios.loader import load_scenario, resolve
-    from peergrid.scenarios.report import format_summary, write_summary
-    from peergrid.scenarios.simulate import simulate
+    from peergrid.scenarios.definition.loader import load_scenario, resolve
+    from peergrid.scenarios.commands.report import format_summary, write_summary
+    from peergrid.scenarios.commands.simulate import simulate
 
     scenario = load_scenario(args.scenario, days=args.days)
     out = simulate(scenario, resolve(args.scenario).name, args.policy, args.out,
@@ -27,8 +27,9 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_logs(args: argparse.Namespace) -> int:
-    from peergrid.scenarios import checks, report
-    from peergrid.scenarios.logs import read_manifest, read_records
+    from peergrid.scenarios.definition import checks
+    from peergrid.scenarios.commands import report
+    from peergrid.scenarios.runtime.logs import read_manifest, read_records
 
     if args.logs_cmd == "summarize":
         summary = report.write_summary(args.run)
@@ -61,20 +62,20 @@ def _cmd_logs(args: argparse.Namespace) -> int:
 
 
 def _cmd_scenario(args: argparse.Namespace) -> int:
-    from peergrid.scenarios.loader import builtin_scenarios, load_scenario
+    from peergrid.scenarios.definition.loader import builtin_scenarios, load_scenario
 
     if args.scenario_cmd == "list":
         print("\n".join(builtin_scenarios()))
         return 0
     if args.scenario_cmd == "doc":
-        from peergrid.scenarios.schemadoc import render
+        from peergrid.scenarios.definition.schemadoc import render
 
         print(render())
         return 0
     if args.scenario_cmd == "diagnose":
-        from peergrid.scenarios.diagnose import diagnose, format_diagnosis
+        from peergrid.scenarios.commands.diagnose import diagnose, format_diagnosis
 
-        from peergrid.scenarios.loader import WINDOWS
+        from peergrid.scenarios.definition.loader import WINDOWS
 
         scenario = load_scenario(args.file)
         windows = WINDOWS if args.window == "all" else (args.window,)
@@ -93,8 +94,8 @@ def _cmd_scenario(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from peergrid.scenarios.loader import load_scenario, resolve
-    from peergrid.scenarios.train import train
+    from peergrid.scenarios.definition.loader import load_scenario, resolve
+    from peergrid.scenarios.commands.train import train
 
     scenario = load_scenario(args.scenario)
     algo = args.algo or scenario.algo.name
@@ -109,8 +110,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from peergrid.scenarios.report import format_summary, write_summary
-    from peergrid.scenarios.train import evaluate_run
+    from peergrid.scenarios.commands.report import format_summary, write_summary
+    from peergrid.scenarios.commands.train import evaluate_run
 
     out = Path(args.out or Path(args.run) / "evaluation")
     metrics = evaluate_run(args.run, out, force=args.force)
@@ -120,7 +121,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_experiment(args: argparse.Namespace) -> int:
-    from peergrid.scenarios.loader import load_scenario, resolve
+    from peergrid.scenarios.definition.loader import load_scenario, resolve
 
     scenario = load_scenario(args.scenario)
     source = resolve(args.scenario).name
@@ -131,25 +132,25 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     if args.algos:
         learning["algorithms"] = tuple(args.algos)
     if args.name == "baselines":
-        from peergrid.scenarios.experiment import baselines
+        from peergrid.scenarios.commands.experiment import baselines
 
         if args.resume:
             raise FileExistsError("--resume: baselines train nothing; run them again "
                                   "(with --force)")
         out = baselines(scenario, source, out, **common)
     elif args.name == "tune":
-        from peergrid.scenarios.tuning import tune
+        from peergrid.scenarios.commands.tuning import tune
 
         out = tune(scenario, source, out, seeds=args.seeds or 2, episodes=args.episodes or 400,
                    **learning)
     elif args.name == "graphs":
-        from peergrid.scenarios.comparison import graphs
+        from peergrid.scenarios.commands.comparison import graphs
 
         learning.pop("algorithms", None)
         out = graphs(scenario, source, out, seeds=args.seeds or 3, episodes=args.episodes,
                      **learning)
     else:
-        from peergrid.scenarios.comparison import paper_comparison
+        from peergrid.scenarios.commands.comparison import paper_comparison
 
         out = paper_comparison(scenario, source, out, seeds=args.seeds or 8,
                                episodes=args.episodes, **learning)
@@ -182,9 +183,9 @@ def _parse_partition(text: str) -> dict:
 
 
 def _cmd_deploy(args: argparse.Namespace) -> int:
-    from peergrid.scenarios.deploy import deploy, with_faults
-    from peergrid.scenarios.loader import load_scenario, resolve
-    from peergrid.scenarios.report import format_summary, write_summary
+    from peergrid.scenarios.commands.deploy import deploy, with_faults
+    from peergrid.scenarios.definition.loader import load_scenario, resolve
+    from peergrid.scenarios.commands.report import format_summary, write_summary
 
     scenario = load_scenario(args.scenario)
     kills = [*(k.model_dump() for k in scenario.deploy.kills), *(args.kill or [])]
@@ -336,8 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from peergrid.scenarios.errors import ScenarioError
-    from peergrid.scenarios.simulate import RunDirectoryNotEmpty
+    from peergrid.scenarios.definition.errors import ScenarioError
+    from peergrid.scenarios.commands.simulate import RunDirectoryNotEmpty
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,

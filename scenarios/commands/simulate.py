@@ -6,10 +6,10 @@ import time
 from pathlib import Path
 
 from peergrid.agents.policies import make_policy
-from peergrid.scenarios.community import for_policy
-from peergrid.scenarios.logs import RunWriter, write_manifest
-from peergrid.scenarios.model import MarketModel
-from peergrid.scenarios.schema import Scenario
+from peergrid.scenarios.runtime.community import for_policy
+from peergrid.scenarios.runtime.logs import RunWriter, write_manifest
+from peergrid.scenarios.runtime.model import MarketModel
+from peergrid.scenarios.definition.schema import Scenario
 
 
 class RunDirectoryNotEmpty(FileExistsError):

@@ -25,8 +25,8 @@ from peergrid.agents.records import RECORD_COLUMNS, RoundRecord
 from peergrid.grid.signal import GridSignal
 from peergrid.market.bid import Bid
 from peergrid.market.operator import MarketResult
-from peergrid.scenarios.community import Community
-from peergrid.scenarios.schema import Scenario
+from peergrid.scenarios.runtime.community import Community
+from peergrid.scenarios.definition.schema import Scenario
 
 
 class ProsumerAgent(mesa.Agent):

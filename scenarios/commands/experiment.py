@@ -22,12 +22,12 @@ from typing import Any
 
 
 from peergrid.agents.policies import make_policy
-from peergrid.scenarios.community import for_policy
-from peergrid.scenarios.env import PeerGridEnv
-from peergrid.scenarios.logs import versions
-from peergrid.scenarios.optimum import aware_schedule, blind_schedule, schedule_actions
-from peergrid.scenarios.schema import Scenario
-from peergrid.scenarios.train import evaluate_choice, train
+from peergrid.scenarios.runtime.community import for_policy
+from peergrid.scenarios.runtime.env import PeerGridEnv
+from peergrid.scenarios.runtime.logs import versions
+from peergrid.scenarios.commands.optimum import aware_schedule, blind_schedule, schedule_actions
+from peergrid.scenarios.definition.schema import Scenario
+from peergrid.scenarios.commands.train import evaluate_choice, train
 
 REFERENCES = ("nop2p", "selfconsume", "rule", "voltvar")
 OPTIMA = {"optimum (voltage-blind)": blind_schedule, "optimum (voltage-aware)": aware_schedule}
