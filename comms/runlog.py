@@ -21,20 +21,24 @@ class RunWriter:
     def __init__(self, run_dir: str | Path) -> None:
         self.run_dir = Path(run_dir)
         (self.run_dir / "agents").mkdir(parents=True, exist_ok=True)
-        self._files: dict[str, IO[str]] = {}
+        self._files: dict[str, IO[bytes]] = {}
+        self._sizes: dict[str, int] = {}
 
-    def _file(self, relpath: str) -> IO[str]:
+    def _file(self, relpath: str) -> IO[bytes]:
         f = self._files.get(relpath)
         if f is None:
-            f = open(self.run_dir / relpath, "a", encoding="utf-8")  # noqa: SIM115
+            f = open(self.run_dir / relpath, "ab")  # noqa: SIM115
             self._files[relpath] = f
+            self._sizes[relpath] = (self.run_dir / relpath).stat().st_size
         return f
 
     def write_row(self, relpath: str, row: dict[str, Any]) -> None:
         """Append one row to a file of the run (e.g. a node's market.jsonl)."""
         f = self._file(relpath)
-        f.write(json.dumps(row) + "\n")
+        line = (json.dumps(row) + "\n").encode("utf-8")
+        f.write(line)
         f.flush()
+        self._sizes[relpath] += len(line)
 
     def write_round(self, records: Iterable[RoundRecord], market_row: dict[str, Any],
                     grid_row: dict[str, Any]) -> None:
@@ -47,6 +51,9 @@ class RunWriter:
         """Bytes written so far to each of ``relpaths``."""
         out = {}
         for rel in relpaths:
+            if rel in self._sizes:  # written here: counted, no system call
+                out[rel] = self._sizes[rel]
+                continue
             path = self.run_dir / rel
             out[rel] = path.stat().st_size if path.is_file() else 0
         return out
@@ -58,6 +65,8 @@ class RunWriter:
             if path.is_file() and path.stat().st_size > size:
                 with open(path, "r+b") as f:
                     f.truncate(size)
+            if rel in self._sizes:  # open for appending: it now appends from here
+                self._sizes[rel] = min(self._sizes[rel], size)
 
     def close(self) -> None:
         for f in self._files.values():

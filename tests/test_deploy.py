@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import signal
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import zmq
 
 from peergrid.agents.policies import make_policy
 from peergrid.comms.links import LinkModel
+from peergrid.comms.nodes.loop import Checkpoints
 from peergrid.comms.node import Node, NodeLog
 from peergrid.comms.messages import BidMessage, Resend, RoundDone
 from peergrid.comms.wire import WIRE_VERSION, Header, encode
@@ -160,8 +160,7 @@ def test_online_learning_deployed_equals_in_process(ieee13_scenario, tmp_path, l
     assert [(e["update"], e["step"]) for e in used if e["event"] == "consensus"] == [
         (u, e) for u in (0, 1) for e in (0, 1, 2)]
     for i, aid in enumerate(team.ids):
-        with open(out / "checkpoints" / f"{aid}.pkl", "rb") as f:
-            deployed = pickle.load(f)["state"].learner
+        deployed = Checkpoints.read(out / "checkpoints" / f"{aid}.pkl")["state"].learner
         local = team.group.groups[i].state_dict()
         parts = ("actor", "critic") + (("estimator",) if learner == "consensus" else ())
         for part in parts:  # the networked learner's team-reward estimator too
@@ -483,3 +482,61 @@ def test_a_run_that_did_not_finish_says_so_and_up_to_which_round(ieee13_scenario
     (out / "status.json").write_text(json.dumps(status))  # as the launcher writes it
     text = format_summary(write_summary(out))
     assert "INCOMPLETE deployment: 24 of 48 rounds run (market exited with -9)" in text
+
+
+def test_a_protocol_error_on_a_message_resumes_the_node_from_its_checkpoint(tmp_path):
+    from peergrid.comms.messages import Stop
+    from peergrid.comms.nodes.loop import Checkpoints, serve
+    from peergrid.comms.protocol.effects import Effects
+    from peergrid.comms.runlog import RunWriter
+
+    class Counter:
+        """Books every round_done it hears; a bug makes it raise on round 13."""
+
+        def __init__(self, state, incarnation):
+            self.booked, self.incarnation = (state or 0), incarnation
+            self.fx, self.finished, self.current_round = Effects(), False, 0
+
+        def start(self, now):
+            self.fx.log("started", incarnation=self.incarnation, booked=self.booked)
+            return self.fx.take()
+
+        def on_message(self, now, sender, episode, rnd, msg):
+            if isinstance(msg, Stop):
+                self.finished = True
+            else:
+                self.fx.write("rows.jsonl", {"k": msg.k})  # half done when it raises
+                if msg.k == 13 and self.incarnation == 0:
+                    raise KeyError("a bug")
+                self.booked += 1
+                self.fx.checkpoint = self.booked
+            return self.fx.take()
+
+        def on_tick(self, now):
+            return self.fx.take()
+
+        def next_due(self):
+            return float("inf")
+
+    endpoints = {"a01": "tcp://127.0.0.1:27760", "market": "tcp://127.0.0.1:27761"}
+    node = Node("a01", "s", endpoints, LinkModel("a01", None), NodeLog(tmp_path / "n.jsonl"))
+    writer = RunWriter(tmp_path)
+    ctx = zmq.Context()  # not the node's: it terminates its own when it closes
+    market = ctx.socket(zmq.DEALER)
+    market.setsockopt_string(zmq.ROUTING_ID, "market")
+    market.connect(endpoints["a01"])
+    for k in (11, 12, 13, 14):
+        market.send(encode(Header("s", 0, k, "market", "round_done"), RoundDone(k)))
+    market.send(encode(Header("s", -1, -1, "market", "stop"), Stop()))
+    serve(node, Counter, writer, Checkpoints(tmp_path / "ckpt.pkl", writer, ["rows.jsonl"]))
+    market.close(0)
+    ctx.term()
+    events = [json.loads(x) for x in (tmp_path / "n.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in events][:3] == ["started", "handler_error", "started"]
+    errors = [e for e in events if e["event"] == "handler_error"]
+    assert len(errors) == 1 and "KeyError" in errors[0]["error"] and errors[0]["kind"] == "round_done"
+    restarted = [e for e in events if e["event"] == "started"][1]
+    assert restarted == {**restarted, "incarnation": 1, "booked": 2}  # from the checkpoint
+    rows = [json.loads(x)["k"] for x in (tmp_path / "rows.jsonl").read_text().splitlines()]
+    assert rows == [11, 12, 14]  # the half-done round 13 left nothing; nothing twice
+    assert [e for e in events if e["event"] == "exit"][0]["handler_errors"] == 1

@@ -82,6 +82,7 @@ def run_prosumer(spec: DeploySpec, agent_id: str, incarnation: int = 0,
     open_k = proto.pending["k"] if proto.pending is not None else None
     owed = _from_ledger(Path(spec.out), agent_id, open_k) if open_k is not None else None
     apply(proto.finish_from_ledger(owed, time.monotonic()), node, writer, checkpoints)
+    checkpoints.close()
     writer.close()
     node.close()
 
