@@ -76,12 +76,15 @@ def _exit_on_sigterm(signum: int, frame) -> None:
     raise SystemExit(128 + signum)  # unwinds through launch()'s clean-up
 
 
-def _rounds_done(out: Path) -> int:
-    path = out / "market.jsonl"
+def _rows(path: Path) -> int:
     if not path.is_file():
         return 0
     with open(path, "rb") as f:
         return sum(1 for _ in f)
+
+
+def _rounds_done(out: Path) -> int:
+    return _rows(out / "market.jsonl")
 
 
 def check_ports_free(endpoints: dict[str, str]) -> None:
@@ -191,7 +194,8 @@ def launch(spec: DeploySpec, timeout_s: float = 3600.0) -> dict[str, int]:
                 if name == "market" or p.is_alive() or p.exitcode == 0:
                     continue  # a clean exit: told to stop (or its market fell silent)
                 k = scheduled.get(name)
-                if k is not None and sup.incarnation[name] == 0:
+                if (k is not None and sup.incarnation[name] == 0
+                        and _rounds_done(out) >= k.at_round):
                     # the injected crash: back before its restart round, or never
                     if (k.restart_round is not None and name not in sup.retry_at
                             and _rounds_done(out) >= k.restart_round):
@@ -205,7 +209,7 @@ def launch(spec: DeploySpec, timeout_s: float = 3600.0) -> dict[str, int]:
         if market_exit != 0:  # the round clock itself died: the run cannot go on
             status["reason"] = f"market exited with {market_exit}"
         else:
-            status.update(complete=status["rounds_done"] == n_rounds, reason="finished")
+            status["reason"] = "finished"
             # the market sent everyone "stop": give them a shared grace period
             grace = time.monotonic() + 10.0
             for p in sup.procs.values():
@@ -223,6 +227,12 @@ def launch(spec: DeploySpec, timeout_s: float = 3600.0) -> dict[str, int]:
         sup.stop_all()
         if status["rounds_done"] == 0:
             status["rounds_done"] = _rounds_done(out)
+        # complete: every round cleared, and every agent's every round booked
+        booked = {a: _rows(out / "agents" / f"{a}.jsonl") for a in spec.agents}
+        status["agent_rounds_missing"] = {a: n_rounds - n for a, n in booked.items()
+                                          if n != n_rounds}
+        status["complete"] = (status["reason"] == "finished" and status["rounds_done"]
+                              == n_rounds and not status["agent_rounds_missing"])
         (out / "status.json").write_text(json.dumps(status, indent=2))
         sup.log.event("end", **status)
         sup.log.close()

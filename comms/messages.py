@@ -43,6 +43,7 @@ class RoundStart(Message):
     after this arrives (judged on the receiver's own monotonic clock)."""
 
     kind: ClassVar[str] = "round_start"
+    repeatable: ClassVar[bool] = True
     k: int
     deadline_s: float
     incarnation: int
@@ -55,6 +56,7 @@ class BidMessage(Message):
     """Prosumer -> market: its bid and metered position for round ``k``."""
 
     kind: ClassVar[str] = "bid"
+    repeatable: ClassVar[bool] = True
     k: int
     bus: str
     bid_kwh: float

@@ -39,6 +39,9 @@ from peergrid.comms.wire import MAX_MESSAGE_BYTES, Header, WireError, decode, en
 
 DUPLICATE_WINDOW = 4
 """Rounds (global) for which a message key is remembered per sender."""
+KEYS_PER_ROUND = 1024
+"""Distinct keys remembered per sender and round; a sender that exceeds it (a handful is
+normal) has the rest refused, so the window stays bounded whatever the headers say."""
 LOGGED_REFUSALS_PER_ROUND = 5
 _MAX_REASONS = 32
 
@@ -96,6 +99,38 @@ class Refusals:
         self.counts, self.logged = Counter(), 0
 
 
+class EventQuota:
+    """Events a peer can cause at will (a late or unexpected message, a resend, a
+    refused bid or critic): the first few of each kind per round in full, the rest
+    counted in one ``suppressed_count`` line per round, so no peer can fill the disk."""
+
+    NOISY = frozenset({"late", "unexpected", "resend", "resend_early", "rejected",
+                       "rejected_critic", "bid_refused", "stale_round_start", "bid_again"})
+
+    def __init__(self, log: NodeLog) -> None:
+        self.log = log
+        self.round: int | None = None
+        self.counts: Counter[str] = Counter()
+
+    def event(self, global_round: int, event: str, fields: dict[str, Any]) -> None:
+        if event not in self.NOISY:
+            self.log.event(event, **fields)
+            return
+        if global_round != self.round:
+            self.flush()
+            self.round = global_round
+        self.counts[event] += 1
+        if self.counts[event] <= LOGGED_REFUSALS_PER_ROUND:
+            self.log.event(event, **fields)
+
+    def flush(self) -> None:
+        over = {e: n - LOGGED_REFUSALS_PER_ROUND for e, n in self.counts.items()
+                if n > LOGGED_REFUSALS_PER_ROUND}
+        if over:
+            self.log.event("suppressed_count", k=self.round, counts=over)
+        self.counts = Counter()
+
+
 class DuplicateWindow:
     """Keys of the last ``DUPLICATE_WINDOW`` global rounds, per sender."""
 
@@ -103,6 +138,7 @@ class DuplicateWindow:
         self._keys: dict[str, deque[tuple[int, set]]] = {}
 
     def seen(self, sender: str, global_round: int, key: tuple) -> bool:
+        """True for a duplicate, and for anything past ``KEYS_PER_ROUND`` in a round."""
         rounds = self._keys.setdefault(sender, deque())
         while rounds and rounds[0][0] < global_round - DUPLICATE_WINDOW:
             rounds.popleft()
@@ -111,6 +147,8 @@ class DuplicateWindow:
                 return True
         if not rounds or rounds[-1][0] != global_round:
             rounds.append((global_round, set()))
+        if len(rounds[-1][1]) >= KEYS_PER_ROUND:
+            return True
         rounds[-1][1].add(key)
         return False
 
@@ -133,6 +171,7 @@ class Node:
         self.outbox = Outbox(links)
         self.log = log
         self.refusals = Refusals(log)
+        self.events = EventQuota(log)
         self.duplicates = DuplicateWindow()
         self.global_round = 0
         self.heartbeat_to, self.heartbeat_s = tuple(heartbeat_to), heartbeat_s
@@ -257,6 +296,7 @@ class Node:
 
     def close(self) -> None:
         self.refusals.flush()
+        self.events.flush()
         deadline = time.monotonic() + 2.0
         while self.outbox.flush() is not None and time.monotonic() < deadline:
             time.sleep(0.005)

@@ -66,9 +66,12 @@ def encode(header: Header, msg: Message) -> bytes:
         raise WireError(f"header kind {header.kind!r} for a {msg.kind!r} message")
     body = {k: _pack_value(v) for k, v in msg.fields().items()}
     check_body(header.kind, body)  # never send what a receiver would refuse
-    return msgpack.packb(
+    data = msgpack.packb(
         [header.version, header.scenario, header.episode, header.round, header.sender,
          header.kind, body], use_bin_type=True)
+    if len(data) > MAX_MESSAGE_BYTES:  # the receiver's socket would drop it, unread
+        raise WireError(f"{header.kind}: {len(data)} bytes, more than {MAX_MESSAGE_BYTES}")
+    return data
 
 
 def _unpack_array(field: str, v: Any) -> np.ndarray:

@@ -22,7 +22,7 @@ from peergrid.agents.policies import make_policy
 from peergrid.comms.links import LinkModel
 from peergrid.comms.nodes.loop import Checkpoints
 from peergrid.comms.node import Node, NodeLog
-from peergrid.comms.messages import BidMessage, Resend, RoundDone
+from peergrid.comms.messages import BidMessage, Critic, Resend, RoundDone
 from peergrid.comms.wire import WIRE_VERSION, Header, encode
 from peergrid.scenarios.definition import checks
 from peergrid.scenarios.commands.deploy import check_policy, deploy, with_faults
@@ -249,16 +249,18 @@ def test_a_node_drops_garbage_with_a_reason_and_keeps_serving(tmp_path):
         peer.send(junk)
     peer.send_multipart([b"two", b"frames"])
     peer.send(good)
-    peer.send(good)  # a duplicate
-    peer.send(encode(Header("s", 0, 3, "a01", "round_done"), RoundDone(3)))
-    peer.send(encode(Header("s", 0, 3, "a01", "round_done"), RoundDone(3)))  # a retry: kept
+    peer.send(good)  # sent again on purpose (the market asked again): kept
+    critic = encode(Header("s", 0, 1, "a01", "critic"),
+                    Critic(0, 1, "layout", np.zeros(3, np.float32)))
+    peer.send(critic)
+    peer.send(critic)  # a duplicate: applying it twice is never meant
     got = []
     for _ in range(20):
         got += node.receive(0.1)
     peer.close(0)
     node.close()
     assert [(h.kind, h.round, h.sender) for h, _ in got] == [
-        ("bid", 3, "a01"), ("round_done", 3, "a01"), ("round_done", 3, "a01")]
+        ("bid", 3, "a01"), ("bid", 3, "a01"), ("critic", 1, "a01")]
     events = [json.loads(x) for x in log_path.read_text().splitlines()]
     reasons = [e["reason"] for e in events if e["event"] == "rejected"]
     assert len(reasons) == 5 and any("foreign" in r for r in reasons)
@@ -401,7 +403,8 @@ def test_kill_9_of_a_prosumer_the_grid_and_the_market_in_a_learning_run(ieee13_s
     for name, _, _ in killed:
         assert exits[f"{name}#0"] == -9 and exits[name] == 0, (name, exits)
     status = json.loads((out / "status.json").read_text())
-    assert status == {"complete": True, "rounds": 48, "rounds_done": 48, "reason": "finished"}
+    assert status == {"complete": True, "rounds": 48, "rounds_done": 48, "reason": "finished",
+                      "agent_rounds_missing": {}}
     for a in s.agents:  # the raw rows, not de-duplicated: every round exactly once
         rows = [json.loads(x) for x in (out / "agents" / f"{a.id}.jsonl").read_text().splitlines()]
         assert [(r["episode"], r["round"]) for r in rows] == [(d, r) for d in (0, 1)

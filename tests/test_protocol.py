@@ -374,6 +374,7 @@ def test_the_ledger_keeps_what_is_owed_until_confirmed_and_no_more():
     ledger.confirm("a", 10)
     assert ledger.unconfirmed("a") == [11]
     assert ledger.answer("a", 12, 1.0) is None  # not cleared yet
+    assert sorted(ledger.rounds) == list(range(7, 12))  # the summaries do not grow either
 
 
 # --- learning --------------------------------------------------------------------------------
@@ -408,3 +409,87 @@ def test_learning_on_from_a_run_follows_the_runs_algorithm_not_the_scenario_file
         assert node.learning is not None and node.learning.neighbours == (), a  # no averaging
     p = prosumer_protocol(spec, "a01")
     assert p.learner is not None and p.learning.neighbours == ()
+
+
+def test_a_settlement_owed_across_a_long_market_outage_is_booked_from_the_restarted_ledger(
+        spec_for):
+    spec = spec_for()  # down_after 1 s: the market is gone longer than that
+
+    killed = []
+
+    def drop(sender, s):  # every copy the first market sends of a02's settlement of round 7
+        return not killed and sender == "market" and s.to == "a02" \
+            and s.msg.kind == "settlement" and s.msg.k == 7
+
+    bus = bus_for(spec, drop=drop)
+    bus.run(stop=lambda: len(bus.table("market.jsonl")) >= 8)  # round 7 has just cleared
+    bus.kill("market")
+    killed.append(bus.now)
+    bus.run(until_s=bus.now + 1.5)
+    bus.restart("market", lambda st: build(spec, "market", st))
+    bus.run()
+    assert_every_round_once_and_balanced(bus, spec)
+    assert "no_settlement" not in flags(bus, "a02").get(7, [])
+    assert [e["k"] for e in bus.log("market", "resend")][:1] == [7]  # the new market answered
+
+
+def test_a_market_restarted_mid_collection_gets_the_same_bids_through_real_duplicate_filters(
+        spec_for):
+    spec = spec_for()
+    bus = bus_for(spec)
+    bus.run(stop=lambda: len(bus.table("market.jsonl")) >= 9 and bus.nodes["market"].phase
+            == "collect" and bus.nodes["market"]._round["bids"])
+    bus.kill("market")
+    bus.restart("market", lambda st: build(spec, "market", st))
+    bus.run()
+    assert_every_round_once_and_balanced(bus, spec)
+    nine = bus.table("market.jsonl")[9]
+    assert nine["round"] == 9 and nine["bids_missing"] == []  # every bid came again
+    assert bus.dropped_duplicates == 0
+
+
+def test_far_future_critics_cannot_crowd_out_the_ones_that_count(spec_for):
+    spec = spec_for(policy="consensus")
+    p = prosumer_protocol(spec, "a02", 0)
+    p.start(0.0)
+    lg, mine = p.learning, p.learner.consensus_parameters()
+    for u in range(1, 200):  # a flood of critics for updates that will never come
+        p.on_message(0.0, lg.neighbours[0], u, 0, Critic(u, 0, lg.layout, mine))
+    p.on_message(0.0, lg.neighbours[1], 0, 0, Critic(0, 0, lg.layout, mine))
+    assert list(p.critics) == [(0, 0, lg.neighbours[1])]
+
+
+def test_a_grid_signal_without_the_feeders_nodes_is_refused_not_raised(spec_for):
+    from peergrid.comms.messages import VoltageReport
+
+    spec = spec_for()
+    p = prosumer_protocol(spec, "a01", 0)
+    p.start(0.0)
+    p.on_message(0.01, "market", 0, 0, RoundStart(0, 0.3, 0))
+    fx = p.on_message(0.02, "grid", 0, 0, VoltageReport(0, {"650.a": 1.0}, True, {}, {}, {}, 0.0))
+    assert [ev for ev, _ in fx.events] == ["rejected"] and "signal" not in p.pending
+
+
+def test_a_node_whose_market_vanishes_mid_update_exits_instead_of_spinning(spec_for):
+    spec = spec_for(policy="consensus")
+    p = prosumer_protocol(spec, "a02", 0)
+    p.start(0.0)
+    p.exchange = {"u": 0, "e": 0, "mine": None, "deadline": 1e9}  # waiting for critics
+    t = spec.timing.idle_exit_s + 0.1
+    p.on_tick(t)
+    assert p.finished and p.exit_reason == "market_silent"
+
+
+def test_a_round_start_or_bid_lost_is_sent_again_once_halfway_to_the_deadline(spec_for):
+    spec = spec_for()
+
+    def drop(sender, s):  # a07's first round start of round 4, and a08's first bid of it
+        first = not any(x.msg.kind == s.msg.kind and x.msg.k == 4 and x is not s
+                        for _, n, x in bus.sent if n == sender and x.to == s.to)
+        return first and s.msg.kind in ("round_start", "bid") and s.msg.k == 4 and (
+            (sender == "market" and s.to == "a07") or sender == "a08")
+
+    bus = bus_for(spec, drop=drop)
+    bus.run()
+    assert bus.table("market.jsonl")[4]["bids_missing"] == []  # both made it the second time
+    pd.testing.assert_frame_equal(records(bus, spec), undisturbed(spec))

@@ -94,6 +94,8 @@ def apply(fx: Effects, node: Node, writer: RunWriter, checkpoints: Checkpoints |
     """Rows first, then the checkpoint, then the messages: what a message announces is
     on disk before anyone can act on it. ``global_round``: the round the protocol is in
     now (the link faults scheduled by round follow it)."""
+    if global_round is not None:
+        node.global_round = global_round
     for table, row in fx.rows:
         if table == "ledger":
             (writer.run_dir / "ledger.json").write_text(json.dumps(row, default=float))
@@ -104,9 +106,7 @@ def apply(fx: Effects, node: Node, writer: RunWriter, checkpoints: Checkpoints |
     for event, fields in fx.events:
         if event == "round":  # what the links carried so far (`peergrid logs agent`)
             fields = {**fields, "links": node.link_counters()}
-        node.log.event(event, **fields)
-    if global_round is not None:
-        node.global_round = global_round
+        node.events.event(node.global_round, event, fields)
     for s in fx.sends:
         node.send(s.to, s.msg, s.episode, s.round)
     if fx.die:  # the injected crash: no clean-up at all

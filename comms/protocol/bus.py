@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from peergrid.comms.messages import Heartbeat
+from peergrid.comms.node import DuplicateWindow
 from peergrid.comms.protocol.effects import Effects, Send
 
 Drop = Callable[[str, Send], bool]
@@ -43,6 +44,9 @@ class LocalBus:
         self.sent: list[tuple[float, str, Send]] = []
         self.dead: set[str] = set()
         self._next_beat = 0.0
+        # what a node's socket shell drops before its protocol sees it (comms.node)
+        self.duplicates = {n: DuplicateWindow() for n in nodes}
+        self.dropped_duplicates = 0
 
     def clock(self, name: str) -> float:
         return self.now + self.skew_s.get(name, 0.0)
@@ -51,6 +55,12 @@ class LocalBus:
     def kill(self, name: str) -> None:
         self.dead.add(name)
         self.events[name].append((self.now, "killed_by_test", {}))
+
+    def _duplicate(self, to: str, sender: str, s: Send) -> bool:
+        node = self.nodes[to]
+        key = (s.msg.kind, s.episode, s.round, sender)
+        return not s.msg.repeatable and self.duplicates[to].seen(
+            sender, getattr(node, "current_round", 0), key)
 
     def restart(self, name: str, build: Callable[[Any], Any]) -> Any:
         """``build(state)`` -> the node's new protocol object, from its last checkpoint
@@ -63,6 +73,7 @@ class LocalBus:
                 del self.rows.setdefault(table, [])[n:]
         proto = build(state)
         self.nodes[name] = proto
+        self.duplicates[name] = DuplicateWindow()  # a new process, a new socket shell
         self.dead.discard(name)
         self._apply(name, proto.start(self.clock(name)))
         return proto
@@ -108,6 +119,9 @@ class LocalBus:
             if t == t_msg:
                 _, _, sender, to, s = heapq.heappop(self.queue)
                 if to in self.dead or to not in self.nodes or self.nodes[to].finished:
+                    continue
+                if self._duplicate(to, sender, s):
+                    self.dropped_duplicates += 1
                     continue
                 self._apply(to, self.nodes[to].on_message(self.clock(to), sender, s.episode,
                                                           s.round, s.msg))

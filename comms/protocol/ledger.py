@@ -9,7 +9,9 @@ that still carries the round's public totals (its SDR and prices are the round's
 an earlier one's).
 
 Entries are kept until the agent confirms (``round_done`` for that round or a later one);
-an agent that never confirms keeps at most ``keep_rounds`` entries.
+an agent that never confirms keeps at most ``keep_rounds`` entries, and the public
+summary of a round (for grid-only answers) is kept for ``keep_rounds`` rounds: the
+ledger, which a market checkpoints every round, does not grow with the run.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ class RoundSummary:
 
 
 class MarketLedger:
-    def __init__(self, agents: list[str], keep_rounds: int = 10_000) -> None:
+    def __init__(self, agents: list[str], keep_rounds: int = 1000) -> None:
         self.agents = list(agents)
         self.keep_rounds = keep_rounds
         self.rounds: dict[int, RoundSummary] = {}
@@ -47,6 +49,7 @@ class MarketLedger:
         self.rounds[k] = RoundSummary(c.tariff, c.sdr, c.sell_price_per_kwh,
                                       c.buy_price_per_kwh, c.tsp_kwh, c.tbp_kwh,
                                       result.net_import_kwh)
+        self.rounds.pop(k - self.keep_rounds, None)
         out = {}
         for agent, s in result.settlements.items():
             out[agent] = SettlementMessage.of(k, s, c.tariff, traded=True, market=result)

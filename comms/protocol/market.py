@@ -7,8 +7,10 @@ Per round ``k``:
 2. ``round_start`` to every live prosumer (addressed to the incarnation the market
    knows, so a start queued for a dead process is stale to its successor);
 3. collect bids until every live prosumer has bid (or been refused) or the bid deadline
-   passes; a bid the market cannot clear (``market.operator.bid_problem``) is refused
-   with its reason and that agent trades with the grid only;
+   passes; halfway, the round start goes once more to whoever has not bid (a lost start,
+   or a lost bid: the agent sends the same bid again); a bid the market cannot clear
+   (``market.operator.bid_problem``) is refused with its reason and that agent trades
+   with the grid only;
 4. clear, enter the round in the ledger (comms.protocol.ledger), send each bidder its settlement
    and the grid the positions, write the market row, checkpoint;
 5. wait up to half of ``signal_timeout_s`` for the bidders' and the grid's
@@ -145,6 +147,8 @@ class MarketProtocol:
         return self._advance(now)
 
     def next_due(self) -> float:
+        if self.phase == "collect":
+            return min(self.deadline, self._round["retry_at"])
         return self.deadline
 
     @property
@@ -217,6 +221,7 @@ class MarketProtocol:
             self.fx.send(a, RoundStart(k, self.t.bid_deadline_s, self.s.incarnation.get(a, 0)),
                          episode, rnd)
         self.phase, self.deadline = "collect", now + self.t.bid_deadline_s
+        self._round["retry_at"] = now + self.t.bid_deadline_s / 2
 
     def _clear(self, now: float) -> None:
         k, r, s = self.k, self._round, self.s
@@ -266,8 +271,11 @@ class MarketProtocol:
         self.phase, self.deadline = "drain", now + self.t.signal_timeout_s
 
     def _owed(self) -> list[str]:
+        """Live agents that have not confirmed the last round (one whose bid was lost
+        is still asking for its grid-only answer)."""
+        last = self.window.n_rounds - 1
         return [a for a in self.agents
-                if a not in self.s.down and self.s.ledger.unconfirmed(a)]
+                if a not in self.s.down and self.s.ledger.confirmed.get(a, -1) < last]
 
     def _finish(self) -> None:
         for p in self.peers:
@@ -297,8 +305,18 @@ class MarketProtocol:
                     self._open_bids(now)
                     continue
             elif self.phase == "collect":
-                if len(r["bids"]) + len(r["refused"]) >= len(r["live"]) or now >= self.deadline:
+                answered = set(r["bids"]) | set(r["refused"])
+                if set(r["live"]) <= answered or now >= self.deadline:
                     self._clear(now)
+                    continue
+                if now >= r["retry_at"]:  # once, halfway: the round start (or the bid) lost?
+                    episode, rnd = self.window.episode_round(self.k)
+                    for a in r["live"]:
+                        if a not in answered:
+                            self.fx.send(a, RoundStart(self.k, self.deadline - now,
+                                                       self.s.incarnation.get(a, 0)),
+                                         episode, rnd)
+                    r["retry_at"] = float("inf")
                     continue
             elif self.phase == "drain":
                 if not self._owed() or now >= self.deadline:

@@ -5,9 +5,9 @@ and the grid signal, conclude the round (its record), and at a day's end update 
 learner. Defined behaviour under faults (docs/deploy.md has the whole table):
 
 * the settlement is the market's word (its ledger): a lost one is asked for again
-  (``resend``, every ``resend_s``, up to ``MAX_RESENDS`` times); a bid that missed the
-  clearing comes back as a grid-only settlement (``grid_only``) that carries the round's
-  SDR. Only a market silent for ``down_after_s``, or the budget spent, makes the agent
+  (``resend``, every ``resend_s``, for up to ``idle_exit_s``: the ledger survives a market
+  restart); a bid that missed the clearing comes back as a grid-only settlement
+  (``grid_only``) that carries the round's SDR. Only the budget spent makes the agent
   book the round without it (``no_settlement``, SDR unknown);
 * no grid signal within ``signal_timeout_s`` of the settlement: the voltage is unknown
   (NaN, ``voltage_unknown``) and no penalty is charged (the grid's row has the round);
@@ -48,10 +48,12 @@ from peergrid.market.sdr import Tariff
 from peergrid.market.settlement import grid_only_settlement
 
 
-MAX_RESENDS = 50
-"""The budget of asking for one settlement (25 s at the default timeouts): the ledger
-answers every request that arrives, so only a market that is alive but unreachable for
-that long exhausts it, and the round is then booked without it (``no_settlement``)."""
+MIN_RESENDS = 50
+"""The budget of asking for one settlement: as many requests as fit in ``idle_exit_s``
+(the time after which a node gives up on its market), and at least this many. The
+ledger answers every request that arrives and survives a market restart, so only a
+market gone for good (or unreachable for that long) exhausts it, and the round is then
+booked without it (``no_settlement``)."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,7 @@ class ProsumerProtocol:
                  state: ProsumerState | None = None, finish: bool = False, pid: int = 0) -> None:
         self.id, self.act, self.w, self.m, self.t = agent_id, act, window, market, timing
         self.pid = pid
+        self.max_resends = max(MIN_RESENDS, int(timing.idle_exit_s / timing.resend_s))
         self.learner, self.learning = learner, learning
         self.incarnation, self.finish = incarnation, finish
         self.s = state or ProsumerState(prosumer)
@@ -177,7 +180,11 @@ class ProsumerProtocol:
         elif isinstance(msg, Critic):
             self._on_critic(sender, msg)
         elif isinstance(msg, VoltageReport) and sender == "grid":
-            if self.pending is not None and msg.k == self.pending["k"]:
+            missing = [n for n in self.m.all_nodes if n not in msg.vm_pu]
+            if missing:  # not this feeder's: as if it never came
+                self.fx.log("rejected", peer=sender, kind=msg.kind,
+                            reason=f"vm_pu lacks {len(missing)} node(s), e.g. {missing[0]!r}")
+            elif self.pending is not None and msg.k == self.pending["k"]:
                 self.pending.setdefault("signal", msg)
         elif sender != "market":
             self.fx.log("unexpected", peer=sender, kind=msg.kind)
@@ -226,7 +233,12 @@ class ProsumerProtocol:
         elif msg.layout != lg.layout:
             self.fx.log("rejected_critic", peer=sender, update=msg.update, step=msg.step,
                         reason=f"layout {msg.layout!r}, expected {lg.layout!r}")
-        elif len(self.critics) < 4 * len(lg.neighbours):  # bounded, whatever arrives
+        elif msg.update != self.s.updates or not 0 <= msg.step < lg.epochs:
+            # only the update this agent is in (or about to begin) can use it: anything
+            # else would sit in the store and crowd out the critics that count
+            self.fx.log("rejected_critic", peer=sender, update=msg.update, step=msg.step,
+                        reason=f"not a step of update {self.s.updates}")
+        elif len(self.critics) < lg.epochs * len(lg.neighbours):  # bounded: one per step
             self.critics[(msg.update, msg.step, sender)] = msg.params
 
     def _on_settlement(self, msg: SettlementMessage, now: float, episode: int, rnd: int) -> None:
@@ -247,7 +259,8 @@ class ProsumerProtocol:
             self.fx.log("stale_round_start", k=msg.k,
                         reason=f"sent to incarnation {msg.incarnation}")
         elif p is not None and msg.k == p["k"] and "settlement" not in p:
-            # a restarted market re-runs the round: the same bid again
+            # the market has not got the bid (it asks again, or a restarted market re-runs
+            # the round): the same bid again
             self.fx.send("market", BidMessage.of(msg.k, p["bid"]), p["episode"], p["round"])
             self.fx.log("bid_again", k=msg.k)
         elif msg.k < self.s.next_k or (p is not None and msg.k <= p["k"]):
@@ -260,7 +273,8 @@ class ProsumerProtocol:
         if self.pending is not None:
             self._conclude(now)
         while self.s.next_k < self.w.n_rounds:  # the last round starts were lost
-            self._book_skipped(self.s.next_k, "no_round_start", now)
+            self._book_skipped(self.s.next_k, "down" if self.resuming else "no_round_start",
+                               now)
         self.finished, self.exit_reason = True, "stop"
 
     # --- a round --------------------------------------------------------------------
@@ -415,6 +429,8 @@ class ProsumerProtocol:
 
     # --- time ---------------------------------------------------------------------------
     def _advance(self, now: float) -> Effects:
+        if now - self.heard_market > self.t.idle_exit_s and not self.finished:
+            self.finished, self.exit_reason = True, "market_silent"  # whatever was open
         while not self.finished and not self.fx.die:
             if self.exchange is not None:
                 x, lg = self.exchange, self.learning
@@ -435,8 +451,6 @@ class ProsumerProtocol:
                     if msg.k >= self.s.next_k:
                         self._start_round(msg, arrived, now)
                     continue
-                if now - self.heard_market > self.t.idle_exit_s:
-                    self.finished, self.exit_reason = True, "market_silent"
                 break
             if "settlement" in p and ("signal" in p or now >= p["due"] or self.deferred
                                       or self.stopping):
@@ -445,8 +459,8 @@ class ProsumerProtocol:
             if now < p["due"]:
                 break
             if "settlement" not in p:
-                if (now - self.heard_market > self.t.down_after_s  # nobody left to answer
-                        or p["attempt"] >= MAX_RESENDS):
+                # the ledger survives a market restart: ask until the budget is spent
+                if p["attempt"] >= self.max_resends:
                     self._conclude(now)
                     continue
                 p["attempt"] += 1

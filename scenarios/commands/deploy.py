@@ -107,9 +107,10 @@ def deploy_spec(scenario: Scenario, policy: str, out: str | Path, days: int = 1,
                           [t.isoformat() for t in clock.times])
     prosumers = {a.id: build_prosumer(scenario, a, clock) for a in scenario.agents}
 
-    team, algo = None, policy
+    team, algo, learned_with = None, policy, scenario
     if policy not in (*REFERENCE_POLICIES, *ONLINE_ALGORITHMS):
-        team, _, _ = load_team(policy)  # the run's algorithm, not the scenario file's
+        # the run's algorithm and learning settings, not the scenario file's
+        team, learned_with, _ = load_team(policy)
         algo = team.algo
     learning_algo = algo if (policy in ONLINE_ALGORITHMS or learn) else None
     row_of: dict[str, dict[str, float]] = {}
@@ -146,7 +147,7 @@ def deploy_spec(scenario: Scenario, policy: str, out: str | Path, days: int = 1,
             pol = S.Policy("trained", name=algo, file=str(file), learn=learn, learner=online)
         learning = None
         if learning_algo is not None:
-            cfg = scenario.algo.for_algorithm(learning_algo)
+            cfg = learned_with.algo.for_algorithm(learning_algo)
             row = row_of.get(a.id, {})
             layout = layout_of.get(a.id, "")
             if row and not layout:
@@ -164,7 +165,8 @@ def deploy_spec(scenario: Scenario, policy: str, out: str | Path, days: int = 1,
             pol, learning)
     allowance = 0.0
     if learning_algo is not None:
-        allowance = 5.0 + scenario.algo.epochs * d.consensus_timeout_ms / 1e3
+        allowance = 5.0 + learned_with.algo.for_algorithm(learning_algo).epochs \
+            * d.consensus_timeout_ms / 1e3
     return S.DeploySpec(
         scenario_id=scenario.scenario.id, out=str(out), days=days, seed=seed, agents=agents,
         endpoints=endpoints_for(agents, d.host, d.base_port), window=window,
