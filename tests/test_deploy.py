@@ -20,6 +20,7 @@ import zmq
 
 from peergrid.agents.policies import make_policy
 from peergrid.comms.links import LinkModel
+from peergrid.agents.learners.portable import from_portable
 from peergrid.comms.nodes.loop import Checkpoints
 from peergrid.comms.node import Node, NodeLog
 from peergrid.comms.messages import BidMessage, Critic, Resend, RoundDone
@@ -160,7 +161,8 @@ def test_online_learning_deployed_equals_in_process(ieee13_scenario, tmp_path, l
     assert [(e["update"], e["step"]) for e in used if e["event"] == "consensus"] == [
         (u, e) for u in (0, 1) for e in (0, 1, 2)]
     for i, aid in enumerate(team.ids):
-        deployed = Checkpoints.read(out / "checkpoints" / f"{aid}.pkl")["state"].learner
+        deployed = from_portable(
+            Checkpoints.read(out / "checkpoints" / f"{aid}.pkl")["state"].learner)
         local = team.group.groups[i].state_dict()
         parts = ("actor", "critic") + (("estimator",) if learner == "consensus" else ())
         for part in parts:  # the networked learner's team-reward estimator too

@@ -473,6 +473,13 @@ class PPOLearner:
     def state_dict(self) -> dict[str, Any]:
         return self.group.state_dict()
 
+    def acting_state(self) -> dict[str, Any]:
+        """The part of ``state_dict`` that acting changes (its random streams and the
+        action awaiting its reward): all a checkpoint taken after ``act`` needs on top of
+        one taken after the last ``observe``."""
+        return {"gens": [g.get_state() for g in self.group.gens],
+                "pending": self.group._pending}
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.group.load_state_dict(state)
 

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from peergrid.agents.learners.consensus import update_steps
+from peergrid.agents.learners.portable import from_portable, to_portable
 from peergrid.agents.prosumer import Prosumer
 from peergrid.agents.public import GridOutcome, MarketOutcome, PublicScale, estimator_input
 from peergrid.agents.spaces import ACTION_DIM
@@ -127,7 +128,7 @@ class ProsumerProtocol:
         self.incarnation, self.finish = incarnation, finish
         self.s = state or ProsumerState(prosumer)
         if state is not None and learner is not None and state.learner is not None:
-            learner.load_state_dict(state.learner)
+            learner.load_state_dict(from_portable(state.learner))
         self.pending: dict[str, Any] | None = self.s.open_round
         self.resuming = state is not None
         self.fx = Effects()
@@ -138,6 +139,7 @@ class ProsumerProtocol:
         self.after_update: Callable[[], None] | None = None
         self.heard_market = 0.0
         self.latest_start = -1
+        self._snapshot: dict[str, Any] | None = None  # the learner at its last full save
         self.finished = False
         self.stopping = False  # told to stop: book what is left, learn no more
         self.exit_reason = ""
@@ -306,7 +308,7 @@ class ProsumerProtocol:
         self.pending = {"k": k, "episode": episode, "round": rnd, "bid": bid,
                         "public_state": public_now, "t0": now,
                         "due": deadline + self.t.resend_s, "attempt": 0}
-        self._checkpoint()  # a crash from here on is booked from the market's ledger
+        self._checkpoint(acted=True)  # a crash from here on is booked from the ledger
         self.fx.send("market", BidMessage.of(k, bid), episode, rnd)
 
     def _book_skipped(self, k: int, flag: str, now: float) -> None:
@@ -470,8 +472,16 @@ class ProsumerProtocol:
             break
         return self.fx.take()
 
-    def _checkpoint(self) -> None:
-        self.s.learner = self.learner.state_dict() if self.learner is not None else None
+    def _checkpoint(self, acted: bool = False) -> None:
+        """``acted``: taken right after ``act`` (the bid): only the learner's acting state
+        has changed since the last full snapshot (a learner's rollout pickles slowly)."""
+        if self.learner is not None:
+            if acted and self._snapshot is not None:
+                self.s.learner = {**self._snapshot,
+                                  **to_portable(self.learner.acting_state())}
+            else:
+                self._snapshot = to_portable(self.learner.state_dict())
+                self.s.learner = self._snapshot
         self.s.open_round = None if self.pending is None else {
             k: v for k, v in self.pending.items() if k != "due"}
         self.fx.checkpoint = self.s
