@@ -16,39 +16,25 @@ ledger, which a market checkpoints every round, does not grow with the run.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from peergrid.comms.messages import SettlementMessage
 from peergrid.market.operator import MarketResult
 from peergrid.market.sdr import Tariff
 from peergrid.market.settlement import grid_only_settlement
 
 
-@dataclass(frozen=True)
-class RoundSummary:
-    tariff: Tariff
-    sdr: float
-    sell_price_per_kwh: float
-    buy_price_per_kwh: float
-    tsp_kwh: float
-    tbp_kwh: float
-    net_import_kwh: float
-
-
 class MarketLedger:
     def __init__(self, agents: list[str], keep_rounds: int = 1000) -> None:
         self.agents = list(agents)
         self.keep_rounds = keep_rounds
-        self.rounds: dict[int, RoundSummary] = {}
+        self.rounds: dict[int, tuple[Tariff, float]] = {}
+        """Each round's tariff and SDR: what a grid-only answer needs."""
         self.open: dict[str, dict[int, SettlementMessage]] = {a: {} for a in agents}
         self.confirmed: dict[str, int] = {a: -1 for a in agents}
 
     def book(self, k: int, result: MarketResult) -> dict[str, SettlementMessage]:
         """Enter round ``k``'s clearing; the settlements to send."""
         c = result.clearing
-        self.rounds[k] = RoundSummary(c.tariff, c.sdr, c.sell_price_per_kwh,
-                                      c.buy_price_per_kwh, c.tsp_kwh, c.tbp_kwh,
-                                      result.net_import_kwh)
+        self.rounds[k] = (c.tariff, c.sdr)
         self.rounds.pop(k - self.keep_rounds, None)
         out = {}
         for agent, s in result.settlements.items():
@@ -63,13 +49,13 @@ class MarketLedger:
         """What ``agent`` is owed for round ``k``; None while ``k`` is not cleared."""
         if k in self.open.get(agent, {}):
             return self.open[agent][k]
-        summary = self.rounds.get(k)
-        if summary is None:
+        if k not in self.rounds:
             return None
+        tariff, sdr = self.rounds[k]
         # the round's SDR and prices are public: the agent hears them even though it
         # did not take part (the totals stay NaN)
-        s = grid_only_settlement(surplus_kwh, summary.tariff, summary.sdr)
-        return SettlementMessage.of(k, s, summary.tariff, traded=False)
+        s = grid_only_settlement(surplus_kwh, tariff, sdr)
+        return SettlementMessage.of(k, s, tariff, traded=False)
 
     def confirm(self, agent: str, k: int) -> None:
         """``agent`` has booked every round up to ``k``."""

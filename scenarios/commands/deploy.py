@@ -149,12 +149,13 @@ def deploy_spec(scenario: Scenario, policy: str, out: str | Path, days: int = 1,
         if learning_algo is not None:
             cfg = learned_with.algo.for_algorithm(learning_algo)
             row = row_of.get(a.id, {})
-            layout = layout_of.get(a.id, "")
+            # every fresh learner of the algorithm has the same layout: probe one, once
+            layout = layout_of.get(a.id) or layout_of.get("fresh", "")
             if row and not layout:
                 probe = PPOLearner(a.id, OBS_DIM, ACTION_DIM, learner_config(scenario, algo), 0,
                                    mode=PPO_MODES[algo], public_dim=dims["public_dim"],
                                    estimator_dim=dims["estimator_dim"])
-                layout = layout_hash(probe.consensus_layout())
+                layout = layout_of["fresh"] = layout_hash(probe.consensus_layout())
             learning = Learning(cfg.rollout_days, cfg.epochs, cfg.consensus_period,
                                 tuple(b for b in row if b != a.id), row, layout)
         nodes[a.id] = S.ProsumerNode(
