@@ -19,6 +19,7 @@ from peergrid.agents.spaces import (ACTION_DIM, ACTION_HIGH, ACTION_LOW, OBS_BOU
                                      squash_sdr)
 from peergrid.market.bid import Bid
 from peergrid.market.settlement import Settlement
+from peergrid.agents.statefile import state_class
 
 
 _BOX = tuple(zip(map(float, ACTION_LOW), map(float, ACTION_HIGH), strict=True))
@@ -72,6 +73,7 @@ class PublicSignals:
     vm_pu: float
 
 
+@state_class  # in a node checkpoint (agents.statefile)
 class Prosumer:
     """One agent's devices and the bookkeeping of one round at a time."""
 

@@ -21,7 +21,8 @@ from typing import Protocol
 
 import numpy as np
 
-from peergrid.agents.topology import consensus_average
+from peergrid.agents.aggregation import Aggregation
+from peergrid.agents.poisoning import Liar
 
 
 class SharedHolder(Protocol):
@@ -29,16 +30,23 @@ class SharedHolder(Protocol):
     def set_consensus_parameters(self, agent: str, vector: np.ndarray) -> None: ...
 
 
-def consensus_step(holder: SharedHolder, order: Sequence[str], weights: np.ndarray) -> None:
-    """ω_i ← Σ_j c_ij ω_j for every agent at once (all read before any is written)."""
+def consensus_step(holder: SharedHolder, order: Sequence[str], weights: np.ndarray,
+                   aggregation: Aggregation | None = None, liar: Liar | None = None) -> None:
+    """ω_i ← Σ_j c_ij ω_j for every agent at once (all read before any is written), or
+    the robust ``aggregation`` of what each agent hears; with a ``liar``, its neighbours
+    hear its forged vector (it keeps its own)."""
+    rule = aggregation or Aggregation()
     stacked = getattr(holder, "average_shared", None)
-    if stacked is not None:  # every agent in one stack: one product per parameter tensor
-        stacked(order, weights)
+    if stacked is not None and rule.rule == "metropolis" and liar is None:
+        stacked(order, weights)  # every agent in one stack: one product per tensor
         return
     values = {a: holder.consensus_parameters(a) for a in order}
+    sent = dict(values)
+    if liar is not None:
+        sent[liar.agent] = liar.forge(values[liar.agent])
     for i, a in enumerate(order):
         row = {b: weights[i, j] for j, b in enumerate(order) if weights[i, j] > 0}
-        holder.set_consensus_parameters(a, consensus_average(a, values, row))
+        holder.set_consensus_parameters(a, rule.combine(a, {**sent, a: values[a]}, row))
 
 
 def consensus_due(epochs_before: int, epoch: int, period: int) -> bool:
@@ -67,7 +75,9 @@ def update_steps(learner, epochs: int, consensus_period: int | None = 1,
 
 
 def cooperative_update(group, epochs: int, weights: np.ndarray | None = None,
-                       consensus_period: int = 1, epochs_before: int = 0) -> dict[str, float]:
+                       consensus_period: int = 1, epochs_before: int = 0,
+                       aggregation: Aggregation | None = None,
+                       liar: Liar | None = None) -> dict[str, float]:
     """One update of a group in process; consensus on what it shares when ``weights``."""
     steps = update_steps(group, epochs, None if weights is None else consensus_period,
                          epochs_before)
@@ -76,7 +86,7 @@ def cooperative_update(group, epochs: int, weights: np.ndarray | None = None,
             next(steps)
         except StopIteration as done:
             return done.value
-        consensus_step(group, group.ids, weights)
+        consensus_step(group, group.ids, weights, aggregation, liar)
 
 
 def disagreement(vectors: Sequence[np.ndarray]) -> float:

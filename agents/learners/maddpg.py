@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from peergrid.agents.learners.config import LearnerConfig
 from peergrid.agents.learners.nets import (ACTION_HIGH, ACTION_LOW, initial_action_bias, mlp,
@@ -182,18 +181,30 @@ class MADDPG:
 
 class GreedyActor:
     """One agent's deterministic policy cut out of a trained MADDPG team: what a deployed
-    node acts with (no noise, no learning)."""
+    node acts with (no noise, no learning). Its layers are plain arrays, so it goes into
+    a state file (``agents.learners.policyfile``) as it is."""
 
-    def __init__(self, team: MADDPG, agent: str) -> None:
+    def __init__(self, weights: Sequence[np.ndarray], biases: Sequence[np.ndarray]) -> None:
+        self.weights = [np.asarray(w, dtype=np.float32) for w in weights]
+        self.biases = [np.asarray(b, dtype=np.float32) for b in biases]
+        self._layers: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    @classmethod
+    def cut(cls, team: MADDPG, agent: str) -> GreedyActor:
         i = team.ids.index(agent)
-        self.net = copy.deepcopy(team.actor)
-        with torch.no_grad():
-            for params in (self.net.weights, self.net.biases):
-                for k, p in enumerate(params):
-                    params[k] = nn.Parameter(p[i:i + 1].clone())
+        return cls([w[i:i + 1].detach().numpy().copy() for w in team.actor.weights],
+                   [b[i:i + 1].detach().numpy().copy() for b in team.actor.biases])
 
     def act(self, obs: np.ndarray, greedy: bool = True) -> np.ndarray:
+        if self._layers is None:
+            self._layers = [(torch.from_numpy(w), torch.from_numpy(b))
+                            for w, b in zip(self.weights, self.biases, strict=True)]
         x = torch.as_tensor(np.asarray(obs, dtype=np.float32))[None, None]
-        with torch.no_grad():
-            mu = squash_to_box(self.net(x))[0, 0].numpy()
+        last = len(self._layers) - 1
+        with torch.no_grad():  # StackedMLP.forward for one agent
+            for k, (w, b) in enumerate(self._layers):
+                x = torch.baddbmm(b, x, w)
+                if k < last:
+                    x = torch.tanh(x)
+            mu = squash_to_box(x)[0, 0].numpy()
         return np.clip(mu, ACTION_LOW.numpy(), ACTION_HIGH.numpy()).astype(np.float32)

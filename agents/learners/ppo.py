@@ -30,6 +30,7 @@ random generator, so its learning does not depend on who else is in the group.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -339,6 +340,8 @@ class PPOGroup:
                     state = self.opt_critic.state.get(p, {})
                     if key in state:  # before its first step an agent has no moments
                         state[key][i].copy_(v[pos:pos + n].reshape(p[i].shape))
+                        if key == "exp_avg_sq":  # a variance: a neighbour's negative
+                            state[key][i].clamp_(min=0.0)  # value would make Adam's step NaN
                     pos += n
 
     def average_shared(self, order: Sequence[str], weights: np.ndarray) -> None:
@@ -416,6 +419,22 @@ class PPOGroup:
         self._pending = state.get("pending")
 
 
+@dataclass(frozen=True)
+class LearnerInit:
+    """What ``PPOLearner`` was built with: a policy file rebuilds it from this."""
+
+    agent_id: str
+    obs_dim: int
+    act_dim: int
+    cfg: LearnerConfig
+    seed: int
+    reward_scale: float
+    mode: str
+    public_dim: int
+    estimator_dim: int
+    shared_seed: int
+
+
 class PPOLearner:
     """One agent's learner (a group of one): the interface a prosumer process uses."""
 
@@ -426,6 +445,8 @@ class PPOLearner:
             raise ValueError("a centralised critic needs every agent: it is not a one-agent "
                              "learner")
         self.agent_id = agent_id
+        self.init = LearnerInit(agent_id, obs_dim, act_dim, cfg, seed, reward_scale, mode,
+                                public_dim, estimator_dim, shared_seed)
         self.group = PPOGroup([agent_id], obs_dim, act_dim, cfg, [seed], [reward_scale],
                               mode=mode, public_dim=public_dim, estimator_dim=estimator_dim,
                               shared_seed=shared_seed)
