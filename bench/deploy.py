@@ -22,6 +22,14 @@ flood and after it has been read. The last lines are machine-readable:
     deploy procs=13 rounds_per_s=<x> p99_ms=<y> uss_mb=<z>
     deploy drop=0.1 worst_round_s=<x> bid_deadline_s=0.5
     deploy flood=100000 <node>_uss_before_mb=<x> <node>_uss_after_mb=<y> ...
+
+``--curve-only``: the cost of CURVE, 13 prosumer processes on ieee13, rule and consensus
+learning, each with CURVE (the default) and with plain TCP (``--insecure``), alternated
+three times; medians of rounds/s and p99 round time:
+
+    deploy procs=13 policy=<p> curve_rounds_per_s=<x> plain_rounds_per_s=<y> ratio=<x/y> ...
+
+The flood runs over plain TCP (with CURVE the junk would not get past the handshake).
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import struct
 import tempfile
 import threading
 import time
@@ -70,25 +79,34 @@ class MemorySampler(threading.Thread):
     def __init__(self) -> None:
         super().__init__(daemon=True)
         self.samples: dict[int, tuple[float, ...]] = {}  # peak of each, per pid
+        self.cpu_s: dict[int, float] = {}  # CPU seconds used, the last sample per pid
         self.stop = threading.Event()
 
     def run(self) -> None:
+        tick = os.sysconf("SC_CLK_TCK")
         while not self.stop.is_set():
             for pid in _node_pids():
                 m = _memory_mb(pid)
                 if m is not None:
                     peak = self.samples.get(pid, m)
                     self.samples[pid] = tuple(max(a, b) for a, b in zip(peak, m, strict=True))
-            time.sleep(0.5)
+                try:  # utime + stime, fields 14 and 15 of /proc/PID/stat
+                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                    self.cpu_s[pid] = (int(fields[11]) + int(fields[12])) / tick
+                except (OSError, IndexError, ValueError):
+                    pass
+            time.sleep(0.2)
 
 
-def one(scenario, policy: str, days: int, port: int) -> dict[str, float]:
+def one(scenario, policy: str, days: int, port: int, insecure: bool = False
+        ) -> dict[str, float]:
     s = with_faults(scenario, base_port=port)
     sampler = MemorySampler()
     sampler.start()
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        out, exits = deploy(s, "bench", policy, Path(tmp) / "dep", days=days)
+        out, exits = deploy(s, "bench", policy, Path(tmp) / "dep", days=days,
+                            insecure=insecure)
         wall = time.perf_counter() - t0
         sampler.stop.set()
         events = [json.loads(x) for x in (out / "nodes" / "market.jsonl").read_text().splitlines()]
@@ -96,6 +114,7 @@ def one(scenario, policy: str, days: int, port: int) -> dict[str, float]:
     gaps = np.diff(t) * 1e3
     prosumers = {e["pid"] for e in events if e["event"] == "hello" and e["peer"] != "grid"}
     nodes = [sampler.samples[pid] for pid in prosumers if pid in sampler.samples]
+    cpu = [sampler.cpu_s[pid] for pid in prosumers if pid in sampler.cpu_s]
     n = len(s.agents)
     return {
         "procs": n, "rounds": len(t), "wall_s": wall, "startup_s": float(t[0]),
@@ -103,6 +122,8 @@ def one(scenario, policy: str, days: int, port: int) -> dict[str, float]:
         "p99_ms": float(np.percentile(gaps, 99)), "max_ms": float(gaps.max()),
         **{f"{kind}_mb": float(np.median([m[i] for m in nodes])) if nodes else float("nan")
            for i, kind in enumerate(("uss", "pss", "rss"))},
+        # per prosumer per round: what a node spends, whatever the deadlines allow
+        "cpu_ms_per_round": 1e3 * float(np.median(cpu)) / len(t) if cpu else float("nan"),
         "ok": all(c == 0 for c in exits.values()),
     }
 
@@ -116,6 +137,23 @@ def worst_round_under_loss(port: int) -> dict[str, float]:
     durations = [e["duration_s"] for e in events if e["event"] == "round"]
     return {"worst_s": max(durations), "median_s": float(np.median(durations)),
             "rounds": len(durations), "ok": all(c == 0 for c in exits.values())}
+
+
+def curve_cost(repeats: int = 3) -> dict[tuple[str, bool], list[dict[str, float]]]:
+    """ieee13 (13 prosumer processes), rule for a day and consensus learning for a
+    rollout and a day, with CURVE and with plain TCP, alternated ``repeats`` times so
+    that both see the same machine."""
+    scenario = load_scenario("ieee13")
+    runs: dict[tuple[str, bool], list[dict[str, float]]] = {}
+    port = 26000
+    for rep in range(repeats):
+        for policy in ("rule", "consensus"):
+            days = 1 if policy == "rule" else scenario.algo.rollout_days + 1
+            for insecure in ((False, True) if rep % 2 == 0 else (True, False)):
+                port += 20
+                runs.setdefault((policy, insecure), []).append(
+                    one(scenario, policy, days, port, insecure=insecure))
+    return runs
 
 
 def _junk(rng: np.random.Generator, scenario_id: str, n: int) -> list[bytes]:
@@ -135,6 +173,8 @@ def flood(port: int, n: int = 100_000, targets: tuple[str, ...] = ("market", "a0
           ) -> dict[str, float]:
     import zmq
 
+    # plain TCP: with CURVE the junk would not get past the handshake; here every check
+    # on the message itself is paid for
     s = with_faults(load_scenario("ieee13"), base_port=port, latency_ms=100.0)  # ~25 s a day
     days = 2  # long enough to outlast both floods
     result: dict[str, float] = {}
@@ -159,8 +199,8 @@ def flood(port: int, n: int = 100_000, targets: tuple[str, ...] = ("market", "a0
             sock.setsockopt(zmq.LINGER, 5000)
             sock.connect(endpoints[name])
             t0 = time.perf_counter()
-            for data in junk:
-                sock.send(data)  # blocks at the high-water mark: the node sets the pace
+            for i, data in enumerate(junk):  # blocks at the high-water mark: the node
+                sock.send_multipart([data, struct.pack("<QQ", 1, i + 1)])  # sets the pace
             sock.close()
             log = out / "nodes" / f"{name}.jsonl"
             while time.perf_counter() - t0 < 60:  # until the node has read them all
@@ -178,7 +218,7 @@ def flood(port: int, n: int = 100_000, targets: tuple[str, ...] = ("market", "a0
         out = Path(tmp) / "dep"
         thread = threading.Thread(target=attack, args=(out,))
         thread.start()
-        _, exits = deploy(s, "bench", "rule", out, days=days)
+        _, exits = deploy(s, "bench", "rule", out, days=days, insecure=True)
         thread.join()
         for name in targets:  # every junk message refused and counted
             log = (out / "nodes" / f"{name}.jsonl").read_text().splitlines()
@@ -200,7 +240,31 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=1)
     parser.add_argument("--faults-only", action="store_true",
                         help="only the loss and flood measurements")
+    parser.add_argument("--curve-only", action="store_true",
+                        help="only the cost of CURVE (13 processes, with and without)")
     args = parser.parse_args()
+    if args.curve_only:
+        runs = curve_cost()
+        print(f"{'ieee13, 13 prosumers':<24}{'links':>7}{'runs':>6}{'rounds/s':>10}"
+              f"{'p99 ms':>9}{'median ms':>11}{'CPU ms/round':>14}")
+        for (policy, insecure), rs in runs.items():
+            print(f"{policy:<24}{'plain' if insecure else 'CURVE':>7}{len(rs):>6}"
+                  f"{np.median([r['rounds_per_s'] for r in rs]):>10.1f}"
+                  f"{np.median([r['p99_ms'] for r in rs]):>9.1f}"
+                  f"{np.median([r['median_ms'] for r in rs]):>11.1f}"
+                  f"{np.median([r['cpu_ms_per_round'] for r in rs]):>14.2f}")
+        for policy in ("rule", "consensus"):
+            curve = np.median([r["rounds_per_s"] for r in runs[(policy, False)]])
+            plain = np.median([r["rounds_per_s"] for r in runs[(policy, True)]])
+            print(f"deploy procs=13 policy={policy} curve_rounds_per_s={curve:.1f} "
+                  f"plain_rounds_per_s={plain:.1f} ratio={curve / plain:.3f} "
+                  f"curve_p99_ms={np.median([r['p99_ms'] for r in runs[(policy, False)]]):.1f} "
+                  f"plain_p99_ms={np.median([r['p99_ms'] for r in runs[(policy, True)]]):.1f} "
+                  f"curve_cpu_ms_per_round="
+                  f"{np.median([r['cpu_ms_per_round'] for r in runs[(policy, False)]]):.2f} "
+                  f"plain_cpu_ms_per_round="
+                  f"{np.median([r['cpu_ms_per_round'] for r in runs[(policy, True)]]):.2f}")
+        return
     runs = [(f"{name}, {policy}", scenario, policy)
             for name, scenario in (("ieee13", load_scenario("ieee13")),
                                    ("dickert_lv", dickert(32)), ("dickert_lv", dickert(64)))

@@ -19,10 +19,12 @@ import multiprocessing as mp
 import os
 import select
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
 
+from peergrid.comms.keys import KeyFileError
 from peergrid.comms.spec import DeploySpec
 from peergrid.comms.node import NodeLog
 
@@ -30,8 +32,11 @@ _PRELOAD = ["peergrid.comms.preload"]
 
 
 def run_node(role: str, name: str, config: str, incarnation: int = 0,
-             launcher_pid: int | None = None, finish: bool = False) -> None:
-    """Entry point of one node process (also what `peergrid node` calls)."""
+             launcher_pid: int | None = None, finish: bool = False,
+             key_file: str | None = None, insecure: bool = False) -> None:
+    """Entry point of one node process (also what `peergrid node` calls). ``insecure``:
+    plain TCP is accepted even with endpoints on other hosts (the launcher's nodes: the
+    user asked `deploy --insecure`)."""
     import torch
 
     if launcher_pid is not None:
@@ -39,20 +44,47 @@ def run_node(role: str, name: str, config: str, incarnation: int = 0,
 
     torch.set_num_threads(1)
     spec = DeploySpec.read(config)
+    if spec.security is None and launcher_pid is None:  # the launcher has said so once
+        check_plain_tcp(spec, insecure)
     if role == "market":
         from peergrid.comms.nodes.market import run_market
 
-        run_market(spec, incarnation)
+        run_market(spec, incarnation, key_file)
     elif role == "grid":
         from peergrid.comms.nodes.grid import run_grid
 
-        run_grid(spec, incarnation)
+        run_grid(spec, incarnation, key_file)
     elif role == "prosumer":
         from peergrid.comms.nodes.prosumer import run_prosumer
 
-        run_prosumer(spec, name, incarnation, finish=finish)
+        run_prosumer(spec, name, incarnation, finish=finish, key_file=key_file)
     else:
         raise ValueError(f"role = {role!r}: market, grid or prosumer")
+
+
+def check_plain_tcp(spec: DeploySpec, allowed: bool) -> None:
+    """A deploy.json without keys runs plain TCP: said on the terminal, and refused for
+    endpoints beyond this machine unless asked for (``--insecure``)."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    remote = []
+    for name, endpoint in spec.endpoints.items():
+        host = urlsplit(endpoint).hostname or ""
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = host == "localhost"
+        if not loopback:
+            remote.append(f"{name} {endpoint}")
+    if remote and not allowed:
+        raise KeyFileError(
+            f"{spec.out}/deploy.json has no security section (plain TCP) and endpoints "
+            f"beyond this machine ({', '.join(remote[:3])}{' ...' if len(remote) > 3 else ''}):"
+            " anyone who reaches them could speak for any node. Add keys (peergrid keys, "
+            "docs/deploy.md) or pass --insecure")
+    print("WARNING: plain TCP (no security section in deploy.json): no authentication, "
+          "no encryption", file=sys.stderr)
 
 
 def _exit_with(pid: int) -> None:
@@ -173,6 +205,11 @@ def launch(spec: DeploySpec, timeout_s: float = 3600.0) -> dict[str, int]:
     n_rounds = spec.window.n_rounds
     scheduled = {k.agent: k for k in spec.kills}  # crashed on purpose: restarted on schedule
     sup = _Supervisor(spec, config)
+    if spec.security is None:
+        warning = ("links are plain TCP (--insecure): no authentication, no encryption; "
+                   "anyone who reaches the ports can speak for any node")
+        print(f"WARNING: {warning}", file=sys.stderr)
+        sup.log.event("insecure", warning=warning)
     on_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if on_main_thread else None
     status = {"complete": False, "rounds": n_rounds, "rounds_done": 0, "reason": "interrupted"}

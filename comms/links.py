@@ -80,7 +80,7 @@ class Outbox:
         self._seq = itertools.count()
 
     def send(self, receiver: str, data: bytes, global_round: int,
-             transmit: Callable[[bytes], None]) -> bool:
+             transmit: Callable[[bytes], object]) -> bool:
         """Queue ``data`` for ``receiver``; False when the link lost it."""
         st = self.stats[receiver]
         delay = self.links.fate(receiver, global_round)

@@ -232,3 +232,43 @@ def layout_hash(shapes: list[tuple[str, tuple[int, ...]]]) -> str:
     """A short name for a parameter layout (names and shapes, in order)."""
     text = ";".join(f"{n}:{'x'.join(map(str, s))}" for n, s in shapes)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+MARKET, GRID, PROSUMER = "market", "grid", "prosumer"
+_TO_MARKET = frozenset({MARKET})
+ROUTES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    # kind: (roles that may send it, roles that may receive it)
+    "round_start": (frozenset({MARKET}), frozenset({PROSUMER})),
+    "bid": (frozenset({PROSUMER}), _TO_MARKET),
+    "settlement": (frozenset({MARKET}), frozenset({PROSUMER})),
+    "positions": (frozenset({MARKET}), frozenset({GRID})),
+    "grid_signal": (frozenset({GRID}), frozenset({PROSUMER})),
+    "round_done": (frozenset({PROSUMER, GRID}), _TO_MARKET),
+    "resend": (frozenset({PROSUMER}), _TO_MARKET),
+    "critic": (frozenset({PROSUMER}), frozenset({PROSUMER})),  # and graph neighbours only
+    "hello": (frozenset({PROSUMER, GRID}), _TO_MARKET),
+    "heartbeat": (frozenset({MARKET, GRID, PROSUMER}), frozenset({MARKET, GRID, PROSUMER})),
+    "stop": (frozenset({MARKET}), frozenset({GRID, PROSUMER})),
+    "crash": (frozenset({MARKET}), frozenset({PROSUMER})),
+}
+"""Who may send what to whom: a node refuses any other message, whatever it says."""
+
+
+def role_of(name: str) -> str:
+    return name if name in (MARKET, GRID) else PROSUMER
+
+
+def route_problem(kind: str, sender: str, receiver: str,
+                  neighbours: frozenset[str] = frozenset()) -> str | None:
+    """Why ``sender`` may not send a ``kind`` message to ``receiver`` (None: it may).
+    Heartbeats go between the market and every node; critics between graph neighbours."""
+    senders, receivers = ROUTES[kind]
+    s, r = role_of(sender), role_of(receiver)
+    if s not in senders or r not in receivers:
+        return f"role: a {s} may not send {kind} to a {r}"
+    if kind == "heartbeat" and MARKET not in (s, r):
+        return f"role: heartbeats go to and from the market, not {s} to {r}"
+    if kind == "critic" and sender not in neighbours:
+        return f"role: {sender} is not a graph neighbour of {receiver}"
+    return None
+assert set(ROUTES) == set(KINDS), "every kind needs its route"

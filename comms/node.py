@@ -8,10 +8,24 @@ model and its own counters; a broadcast is a loop over receivers, which at 13-64
 costs nothing next to a round. Endpoints are ``tcp://host:port``, so the same processes
 run on one machine or many.
 
+Links are authenticated and encrypted with CURVE (``keys`` given): the inbox is a CURVE
+server whose ZAP handler accepts a connection only from a public key of this deployment
+(``deploy.json``'s allow-list) and names it by that key, so the sender of a message is
+the node whose key opened the connection (ZeroMQ's ``User-Id``), never a field it
+writes; a header naming anyone else is refused. Without keys (``--insecure``) the sender
+is the routing id the peer chose itself: anyone who reaches the port can speak for
+anyone, and the node says so in its log. Every message carries the sender's sequence
+number (its start time and a count, assigned as it goes onto the socket), judged per
+connection: an old or replayed one is refused. Under CURVE a connection is a session
+only its key's owner can open, so a restarted node (a new connection) starts a new
+sequence whatever its clock says; with ``--insecure`` the routing id names the
+connection, and a restart must start later than the last message (its start time). Who may send what to whom is ``comms.messages.ROUTES``.
+
 Whatever arrives is decoded by ``comms.wire``. Refused (with a reason): garbage, a
 message larger than ``MAX_MESSAGE_BYTES`` (ZeroMQ drops it at the socket, unread), a
 foreign scenario, a sender that is not a node of this deployment or not the connection
-it came on. Dropped as duplicates: a second copy of a message that must not be applied
+it came on, a message its sender's role may not send, a failed handshake (no key, or
+a key not on the list). Dropped as duplicates: a second copy of a message that must not be applied
 twice, remembered per sender for the last ``DUPLICATE_WINDOW`` rounds only. Resources
 stay bounded under any flood: counters are per known peer, the first few refusals of a
 round are logged in full and the rest counted per reason, once per round.
@@ -25,6 +39,7 @@ hosts is measured and logged, never used.
 from __future__ import annotations
 
 import json
+import struct
 import time
 from collections import Counter, deque
 from collections.abc import Mapping
@@ -32,9 +47,13 @@ from pathlib import Path
 from typing import IO, Any
 
 import zmq
+from zmq.auth.thread import ThreadAuthenticator
+from zmq.utils import z85
+from zmq.utils.monitor import recv_monitor_message
 
+from peergrid.comms.keys import NodeKeys
 from peergrid.comms.links import LinkModel, LinkStats, Outbox
-from peergrid.comms.messages import Heartbeat, Message
+from peergrid.comms.messages import Heartbeat, Message, route_problem
 from peergrid.comms.wire import MAX_MESSAGE_BYTES, Header, WireError, decode, encode
 
 DUPLICATE_WINDOW = 4
@@ -44,6 +63,29 @@ KEYS_PER_ROUND = 1024
 normal) has the rest refused, so the window stays bounded whatever the headers say."""
 LOGGED_REFUSALS_PER_ROUND = 5
 _MAX_REASONS = 32
+_SEQ = struct.Struct("<QQ")
+"""A message's last frame: the sender's start time (ns) and its count of messages."""
+ZAP_DOMAIN = "peergrid"
+_HANDSHAKE_EVENTS = {
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "handshake failed",
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "handshake protocol: not CURVE, or not ours",
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH: "key not on the allow-list: connection refused",
+}
+
+
+class _Authenticator(ThreadAuthenticator):
+    """ZAP for one node: a connection is accepted only with a key of this deployment,
+    and every message it carries is attributed to that key's node."""
+
+    def __init__(self, ctx: zmq.Context, keys: NodeKeys) -> None:
+        super().__init__(ctx)
+        self.keys = keys
+
+    def curve_user_id(self, client_public_key: bytes) -> str:
+        return self.keys.name_of(z85.encode(client_public_key)) or ""
+
+    def callback(self, domain: str, key: bytes) -> bool:  # the credentials provider
+        return self.keys.name_of(key) is not None
 
 
 class NodeLog:
@@ -159,20 +201,48 @@ class DuplicateWindow:
 class Node:
     def __init__(self, name: str, scenario_id: str, endpoints: Mapping[str, str],
                  links: LinkModel, log: NodeLog, heartbeat_to: tuple[str, ...] = (),
-                 heartbeat_s: float = 0.5) -> None:
+                 heartbeat_s: float = 0.5, keys: NodeKeys | None = None,
+                 neighbours: frozenset[str] = frozenset()) -> None:
         self.name, self.scenario_id = name, scenario_id
         self.endpoints = dict(endpoints)
+        self.keys, self.neighbours = keys, frozenset(neighbours)
         self.ctx = zmq.Context.instance()
+        self.auth: _Authenticator | None = None
         self.inbox = self.ctx.socket(zmq.ROUTER)
         self.inbox.setsockopt(zmq.LINGER, 0)
         self.inbox.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
-        self.inbox.bind(self.endpoints[name])
+        if keys is not None:
+            self.auth = _Authenticator(self.ctx, keys)
+            self.auth.start()
+            self.auth.configure_curve_callback(ZAP_DOMAIN, credentials_provider=self.auth)
+            self.inbox.curve_secretkey, self.inbox.curve_publickey = keys.secret, keys.public
+            self.inbox.curve_server = True
+            self.inbox.zap_domain = ZAP_DOMAIN.encode()
+        self.monitor = self.inbox.get_monitor_socket(sum(_HANDSHAKE_EVENTS))
+        try:
+            self.inbox.bind(self.endpoints[name])
+        except zmq.ZMQError:
+            self.monitor.close(0)
+            self.inbox.close(0)
+            if self.auth is not None:
+                self.auth.stop()
+            raise
         self._peers: dict[str, zmq.Socket] = {}
         self.outbox = Outbox(links)
         self.log = log
+        if keys is None:
+            log.event("insecure", warning="links are plain TCP: no authentication, no "
+                      "encryption; anyone who reaches this port can speak for any node "
+                      "(--insecure)")
+        else:
+            log.event("secure", mechanism="CURVE", allowed=len(keys.peers))
         self.refusals = Refusals(log)
         self.events = EventQuota(log)
         self.duplicates = DuplicateWindow()
+        self.boot_ns = time.time_ns()
+        self._sent = 0
+        self.last_seq: dict[tuple[str, bytes], tuple[int, int]] = {}
+        """The last sequence number accepted per (sender, connection)."""
         self.global_round = 0
         self.heartbeat_to, self.heartbeat_s = tuple(heartbeat_to), heartbeat_s
         self._next_beat = 0.0
@@ -188,7 +258,11 @@ class Node:
         if sock is None:
             sock = self.ctx.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt_string(zmq.ROUTING_ID, self.name)
+            if self.keys is None:  # the receiver's only clue to who sent it
+                sock.setsockopt_string(zmq.ROUTING_ID, self.name)
+            else:  # who sent it is the key: the routing id stays ZeroMQ's own
+                sock.curve_secretkey, sock.curve_publickey = self.keys.secret, self.keys.public
+                sock.curve_serverkey = self.keys.peers[name]
             sock.setsockopt(zmq.SNDHWM, 10_000)
             sock.connect(self.endpoints[name])
             self._peers[name] = sock
@@ -200,13 +274,19 @@ class Node:
         data = encode(Header(self.scenario_id, episode, rnd, self.name, msg.kind), msg)
         sock = self._peer(receiver)
         if msg.control:
-            try:
-                sock.send(data, zmq.NOBLOCK)
-            except zmq.Again:  # the peer is gone and its queue full: it will not read it
-                return False
-            return True
+            return self._send_now(sock, data)
         return self.outbox.send(receiver, data, self.global_round,
-                                lambda d: _send_now(sock, d))
+                                lambda d: self._send_now(sock, d))
+
+    def _send_now(self, sock: zmq.Socket, data: bytes) -> bool:
+        """Onto the socket, numbered now (after any injected delay, so numbers go out
+        in order); False when a dead peer's queue is full: lost, as on a network."""
+        self._sent += 1
+        try:
+            sock.send_multipart([data, _SEQ.pack(self.boot_ns, self._sent)], zmq.NOBLOCK)
+        except zmq.Again:
+            return False
+        return True
 
     def silent_for(self, peer: str) -> float:
         """Seconds since ``peer`` was last heard (since this node started if never)."""
@@ -233,10 +313,11 @@ class Node:
             due = self.outbox.flush()
             if due is not None:
                 wait = min(wait, due)
+            self._handshakes()
             if self.inbox.poll(max(int(wait * 1000), 0) if wait > 0 else 0):
                 for _ in range(10_000):  # a flood cannot keep this loop from returning
                     try:
-                        frames = self.inbox.recv_multipart(zmq.NOBLOCK)
+                        frames = self.inbox.recv_multipart(zmq.NOBLOCK, copy=False)
                     except zmq.Again:
                         break
                     msg = self._accept(frames)
@@ -251,29 +332,74 @@ class Node:
     def _stats(self, peer: str) -> LinkStats:
         return self.outbox.stats[peer if peer in self.endpoints else "(unknown)"]
 
-    def _accept(self, frames: list[bytes]) -> tuple[Header, Message] | None:
-        identity = frames[0].decode("utf-8", "replace") if frames else "?"
+    def _handshakes(self) -> None:
+        """Connections refused before any message (no CURVE, or a key not listed)."""
+        for _ in range(1000):  # bounded, like the inbox: a flood of handshakes waits
+            if not self.monitor.poll(0):
+                break
+            event = recv_monitor_message(self.monitor)
+            reason = _HANDSHAKE_EVENTS.get(event["event"])
+            if reason is not None:
+                self._stats("(handshake)").rejected += 1
+                self.refusals.add(self.global_round, "(handshake)", reason,
+                                  errno=event.get("value"))
+
+    def _sender(self, frames: list[zmq.Frame]) -> str:
+        """Who sent it: the key's node under CURVE, else the routing id it chose."""
+        if self.keys is None:
+            return frames[0].bytes.decode("utf-8", "replace")
+        try:
+            return frames[1].get("User-Id") if len(frames) > 1 else ""
+        except zmq.ZMQError:  # no metadata: not from an authenticated connection
+            return ""
+
+    def _accept(self, frames: list[zmq.Frame]) -> tuple[Header, Message] | None:
+        identity = self._sender(frames) if frames else "?"
         st = self._stats(identity)
         k = self.global_round
-        if len(frames) != 2:
+        if len(frames) != 3:
             st.rejected += 1
-            self.refusals.add(k, identity, f"frames: {len(frames) - 1}, expected 1")
-            return None
-        try:
-            header, msg = decode(frames[1], self.scenario_id)
-        except WireError as err:
-            st.rejected += 1
-            self.refusals.add(k, identity, str(err), bytes=len(frames[1]))
+            self.refusals.add(k, identity, f"frames: {len(frames) - 1}, expected 2")
             return None
         if identity not in self.endpoints:
             st.rejected += 1
             self.refusals.add(k, identity, f"unknown peer: {identity!r} is not a node here")
+            return None
+        data, seq_frame = frames[1].bytes, frames[2].bytes
+        try:
+            header, msg = decode(data, self.scenario_id)
+        except WireError as err:
+            st.rejected += 1
+            self.refusals.add(k, identity, str(err), bytes=len(data))
             return None
         if header.sender != identity:
             st.rejected += 1
             self.refusals.add(k, identity, f"spoofed sender: {header.sender!r} "
                               f"does not match the connection {identity!r}")
             return None
+        problem = route_problem(header.kind, identity, self.name, self.neighbours)
+        if problem is not None:
+            st.rejected += 1
+            self.refusals.add(k, identity, problem, kind=header.kind)
+            return None
+        # numbered last, and only what passed the rest moves the count on: a message
+        # refused above cannot push a sender's numbers ahead of its real stream
+        if len(seq_frame) != _SEQ.size:
+            st.rejected += 1
+            self.refusals.add(k, identity, "sequence: not a sequence number")
+            return None
+        seq = _SEQ.unpack(seq_frame)
+        connection = (identity, frames[0].bytes)
+        last = self.last_seq.get(connection)
+        if last is not None and seq <= last:
+            st.rejected += 1
+            self.refusals.add(k, identity, f"replayed or old: sequence {seq} after {last}",
+                              kind=header.kind)
+            return None
+        if last is None:  # a new connection of this sender: its old ones are gone
+            for old in [c for c in self.last_seq if c[0] == identity]:
+                del self.last_seq[old]
+        self.last_seq[connection] = seq
         self.last_heard[identity] = time.monotonic()
         if isinstance(msg, Heartbeat):  # counted and measured here, judged by the protocol
             self.heartbeats[identity] += 1
@@ -287,7 +413,7 @@ class Node:
                               episode=header.episode, round=header.round)
             return None
         st.received += 1
-        st.received_bytes += len(frames[1])
+        st.received_bytes += len(data)
         return header, msg
 
     def link_counters(self) -> dict[str, dict[str, int]]:
@@ -302,16 +428,13 @@ class Node:
             time.sleep(0.005)
         for sock in self._peers.values():
             sock.close(linger=2000)  # let queued messages (the final stop) go out
+        self.inbox.disable_monitor()
+        self.monitor.close(0)
         self.inbox.close(0)
+        if self.auth is not None:
+            self.auth.stop()
         # a multiprocessing child ends with os._exit, which would discard what is still
         # queued: terminating the context waits (up to the linger) until it is sent
         self.ctx.term()
         self.log.close()
-
-
-def _send_now(sock: zmq.Socket, data: bytes) -> None:
-    try:
-        sock.send(data, zmq.NOBLOCK)
-    except zmq.Again:  # a dead peer's queue is full: the message is lost, as on a network
-        pass
 

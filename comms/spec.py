@@ -8,7 +8,8 @@ core's own types, written and read as JSON with pydantic (``DeploySpec.write`` /
 
 To spread the nodes over hosts, edit the endpoints (each node binds its own, so use the
 host's address there) and start each node by hand with
-``peergrid node ROLE --id NAME --config deploy.json``.
+``peergrid node ROLE --id NAME --config deploy.json [--key NAME.key_secret]``
+(docs/deploy.md: keys for hand-started hosts).
 """
 
 from __future__ import annotations
@@ -67,6 +68,16 @@ class LinkSpec:
     drop: float = 0.0
     partitions: list[tuple[str, str, int, int]] = field(default_factory=list)
     """(a, b, start_round, end_round): the link between a and b is cut."""
+
+
+@dataclass(frozen=True)
+class Security:
+    """CURVE on every link (absent: plain TCP, ``--insecure``)."""
+
+    public_keys: dict[str, str]
+    """Every node's public key (z85): each node's allow-list."""
+    key_dir: str
+    """Where each node finds its ``NAME.key_secret`` (unless `peergrid node --key`)."""
 
 
 @dataclass(frozen=True)
@@ -149,6 +160,7 @@ class DeploySpec:
     market: MarketNode
     grid: GridNode
     prosumers: dict[str, ProsumerNode]
+    security: Security | None = None
 
     def write(self, path: Path) -> None:
         path.write_bytes(_ADAPTER.dump_json(self, indent=1))

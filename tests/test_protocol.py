@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from peergrid.agents import statefile
 from peergrid.agents.learners.consensus import consensus_due, update_steps
 from peergrid.comms.messages import BidMessage, Critic, Hello, RoundStart, SettlementMessage
 from peergrid.comms.node import DUPLICATE_WINDOW, DuplicateWindow, NodeLog, Refusals
@@ -94,6 +95,40 @@ def test_two_days_on_the_bus_equal_the_in_process_runtime(spec_for, ieee13_scena
         "scenario": ieee13_scenario.scenario.model_copy(update={"days": 2})})
     expected = in_process(s, reference("rule"))
     pd.testing.assert_frame_equal(got[expected.columns], expected)
+
+
+@pytest.mark.parametrize("rule", ["median", "clip"])
+def test_a_robust_aggregation_on_the_bus_equals_the_in_process_learners(ieee13_scenario,
+                                                                       tmp_path, rule):
+    """`[comms] aggregation` reaches the deployed learners: a learning day with the rule
+    averages bitwise as the in-process team does (one torch thread)."""
+    import torch
+
+    from peergrid.agents.learners.portable import from_portable
+    from peergrid.scenarios.commands.train import Team
+    from test_deploy import in_process
+
+    torch.set_num_threads(1)
+    s = ieee13_scenario
+    s = s.model_copy(update={
+        "algo": s.algo.model_copy(update={"rollout_days": 1, "epochs": 2}),
+        "comms": s.comms.model_copy(update={"aggregation": rule}),
+        "scenario": s.scenario.model_copy(update={"days": 1})})
+    spec = deploy_spec(with_faults(s, bid_deadline_ms=300.0, signal_timeout_ms=300.0),
+                       "consensus", tmp_path, days=1, seed=5)
+    assert {p.learning.aggregation.rule for p in spec.prosumers.values()} == {rule}
+    bus = bus_for(spec)
+    bus.run()
+    team = Team("consensus", s, 5, stacked=False)
+    expected = in_process(s, lambda _: (lambda o: team.act(o)), team)
+    got = assert_every_round_once_and_balanced(bus, spec)
+    pd.testing.assert_frame_equal(got[expected.columns], expected)
+    for i, aid in enumerate(team.ids):
+        deployed = from_portable(statefile.loads(bus.checkpoints[aid][0]).learner)
+        local = team.group.groups[i].state_dict()
+        for part in ("critic", "estimator"):
+            for name, tensor in local[part].items():
+                assert torch.equal(tensor, deployed[part][name]), (aid, part, name)
 
 
 def test_a_clock_offset_on_any_node_changes_nothing(spec_for):
@@ -236,7 +271,6 @@ def test_a_market_killed_mid_round_resumes_from_its_checkpoint(spec_for):
 
 
 def test_an_agent_down_at_the_end_is_booked_from_its_checkpoint_and_the_ledger(spec_for):
-    import pickle
 
     spec = spec_for(kills=[{"agent": "a09", "at_round": 20}])  # never restarted
     bus = bus_for(spec)
@@ -247,7 +281,7 @@ def test_an_agent_down_at_the_end_is_booked_from_its_checkpoint_and_the_ledger(s
     blob, counts = bus.checkpoints["a09"]
     for table, n in counts.items():
         del bus.rows[table][n:]
-    p = prosumer_protocol(spec, "a09", 1, pickle.loads(blob), finish=True)
+    p = prosumer_protocol(spec, "a09", 1, statefile.loads(blob), finish=True)
     fx = p.start(bus.now)
     assert not fx.sends  # it does not talk to a market that is gone
     owed = bus.table("ledger")[-1]["a09"].get(str(p.pending["k"])) if p.pending else None

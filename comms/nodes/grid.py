@@ -13,10 +13,10 @@ from peergrid.comms.spec import DeploySpec
 from peergrid.grid.build import make_grid_operator
 
 
-def run_grid(spec: DeploySpec, incarnation: int = 0) -> None:
-    node = open_node(spec, "grid")
+def run_grid(spec: DeploySpec, incarnation: int = 0, key_file: str | None = None) -> None:
+    node = open_node(spec, "grid", key_file)
     writer = RunWriter(Path(spec.out))
-    checkpoints = Checkpoints(Path(spec.out) / "checkpoints" / "grid.pkl", writer, ["grid.jsonl"])
+    checkpoints = Checkpoints(Path(spec.out) / "checkpoints" / "grid.state", writer, ["grid.jsonl"])
     state = checkpoints.load() if incarnation > 0 else None
     serve(node, lambda st, inc: grid_protocol(spec, st, inc, os.getpid()), writer, checkpoints,
           incarnation, state)

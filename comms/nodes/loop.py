@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import signal
 import struct
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
+from peergrid.agents import statefile
 from peergrid.comms.node import Node
 from peergrid.comms.protocol.effects import Effects
 from peergrid.comms.runlog import RunWriter
@@ -27,7 +27,8 @@ from peergrid.comms.runlog import RunWriter
 class Checkpoints:
     """A node's state and how far its rows had been written, saved after every bid and
     every booked round, so it has to be cheap: two files written in turn (``NAME.0``,
-    ``NAME.1``), each a header (sequence number, length, CRC-32) and the pickled state,
+    ``NAME.1``), each a header (sequence number, length, CRC-32) and the state (a state
+    file, ``agents.statefile``: no code runs when it is loaded),
     kept open and overwritten in place (no open, no rename per save: those cost more
     than the state itself). A save cut short by a crash leaves the other file intact,
     and ``load`` takes the newest file whose CRC holds. A killed process loses nothing
@@ -58,7 +59,8 @@ class Checkpoints:
             if len(body) != n or zlib.crc32(body) != crc:
                 continue  # a save cut short: the other file holds the state before it
             if best is None or seq > best["seq"]:
-                best = {**pickle.loads(body), "seq": seq}  # this node's own file
+                # a state file: loading it runs no code, whoever could write there
+                best = {**statefile.loads(body, str(p)), "seq": seq}
         return best
 
     def load(self) -> Any:
@@ -76,7 +78,7 @@ class Checkpoints:
             self._files = [open(p, "r+b" if p.is_file() else "w+b")  # noqa: SIM115
                            for p in self._paths()]
         self._seq += 1
-        body = pickle.dumps({"state": state, "offsets": self.writer.offsets(self.tables)})
+        body = statefile.dumps({"state": state, "offsets": self.writer.offsets(self.tables)})
         f = self._files[self._seq % 2]
         f.seek(0)
         f.write(self._HEADER.pack(self._seq, len(body), zlib.crc32(body)) + body)

@@ -14,10 +14,10 @@ from peergrid.comms.spec import DeploySpec
 from peergrid.market.operator import MarketOperator
 
 
-def run_market(spec: DeploySpec, incarnation: int = 0) -> None:
-    node = open_node(spec, "market")
+def run_market(spec: DeploySpec, incarnation: int = 0, key_file: str | None = None) -> None:
+    node = open_node(spec, "market", key_file)
     writer = RunWriter(Path(spec.out))
-    checkpoints = Checkpoints(Path(spec.out) / "checkpoints" / "market.pkl", writer,
+    checkpoints = Checkpoints(Path(spec.out) / "checkpoints" / "market.state", writer,
                               ["market.jsonl"])
     state = checkpoints.load() if incarnation > 0 else None
     serve(node, lambda st, _inc: market_protocol(spec, st), writer, checkpoints, incarnation,

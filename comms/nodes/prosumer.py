@@ -34,10 +34,11 @@ def agent_policy(agent_id: str, node: ProsumerNode):
                              mode=o.mode, public_dim=o.public_dim, estimator_dim=o.estimator_dim,
                              shared_seed=o.shared_seed)
         return (lambda obs: learner.act(obs)), learner
-    import torch
+    from peergrid.agents.learners.policyfile import load_policy
 
-    # the policy `peergrid deploy` cut out of the run for this agent: our own file
-    trained = torch.load(pol.file, weights_only=False)
+    # the policy `peergrid deploy` cut out of the run for this agent: a state file, which
+    # loads without running code whoever wrote it
+    trained = load_policy(pol.file)
     if pol.learn:
         return (lambda obs: trained.act(obs)), trained
     return (lambda obs: trained.act(obs, greedy=True)), None
@@ -64,13 +65,13 @@ def prosumer_protocol(spec: DeploySpec, agent_id: str, incarnation: int = 0,
 
 
 def run_prosumer(spec: DeploySpec, agent_id: str, incarnation: int = 0,
-                 finish: bool = False) -> None:
+                 finish: bool = False, key_file: str | None = None) -> None:
     """Serve one agent until the market says stop (or falls silent). ``finish``: the run
     is over and this agent was down at its end: book what remains from its checkpoint
     and the market's ledger file, then exit."""
-    node = open_node(spec, agent_id)
+    node = open_node(spec, agent_id, key_file)
     writer = RunWriter(Path(spec.out))
-    checkpoints = Checkpoints(Path(spec.out) / "checkpoints" / f"{agent_id}.pkl", writer,
+    checkpoints = Checkpoints(Path(spec.out) / "checkpoints" / f"{agent_id}.state", writer,
                               [f"agents/{agent_id}.jsonl"])
     state = checkpoints.load() if incarnation > 0 or finish else None
     if not finish:

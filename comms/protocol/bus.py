@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import pickle
 from collections.abc import Callable
 from typing import Any
 
+from peergrid.agents import statefile
 from peergrid.comms.messages import Heartbeat
 from peergrid.comms.node import DuplicateWindow
 from peergrid.comms.protocol.effects import Effects, Send
@@ -68,7 +68,7 @@ class LocalBus:
         state = None
         if name in self.checkpoints:
             blob, counts = self.checkpoints[name]
-            state = pickle.loads(blob)
+            state = statefile.loads(blob)
             for table, n in counts.items():
                 del self.rows.setdefault(table, [])[n:]
         proto = build(state)
@@ -85,7 +85,7 @@ class LocalBus:
             self.owned[name].add(table)
         if fx.checkpoint is not None:
             counts = {t: len(self.rows.get(t, [])) for t in self.owned[name]}
-            self.checkpoints[name] = (pickle.dumps(fx.checkpoint), counts)
+            self.checkpoints[name] = (statefile.dumps(fx.checkpoint), counts)
         for event, fields in fx.events:
             self.events[name].append((self.now, event, fields))
         for s in fx.sends:

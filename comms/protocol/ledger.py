@@ -20,8 +20,10 @@ from peergrid.comms.messages import SettlementMessage
 from peergrid.market.operator import MarketResult
 from peergrid.market.sdr import Tariff
 from peergrid.market.settlement import grid_only_settlement
+from peergrid.agents.statefile import state_class
 
 
+@state_class  # in a node checkpoint (agents.statefile)
 class MarketLedger:
     def __init__(self, agents: list[str], keep_rounds: int = 1000) -> None:
         self.agents = list(agents)

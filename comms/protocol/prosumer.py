@@ -38,7 +38,7 @@ from peergrid.agents.learners.portable import from_portable, to_portable
 from peergrid.agents.prosumer import Prosumer
 from peergrid.agents.public import GridOutcome, MarketOutcome, PublicScale, estimator_input
 from peergrid.agents.spaces import ACTION_DIM
-from peergrid.agents.topology import consensus_average
+from peergrid.agents.aggregation import Aggregation
 from peergrid.comms.messages import (BidMessage, Crash, Critic, Heartbeat, Hello, Message,
                                      Resend, RoundDone, RoundStart, SettlementMessage, Stop,
                                      VoltageReport)
@@ -81,6 +81,8 @@ class Learning:
     weights: dict[str, float] = field(default_factory=dict)
     """This agent's row of the consensus matrix, itself included."""
     layout: str = ""
+    aggregation: Aggregation = field(default_factory=Aggregation)
+    """How the neighbours' vectors are combined ([comms] aggregation)."""
 
 
 @dataclass(frozen=True)
@@ -422,7 +424,7 @@ class ProsumerProtocol:
                 self.fx.log("rejected_critic", peer=b, update=u, step=e,
                             reason=f"{v.size} {v.dtype} values, expected {mine.size} "
                             f"{mine.dtype}")
-        self.learner.set_consensus_parameters(consensus_average(self.id, values, lg.weights))
+        self.learner.set_consensus_parameters(lg.aggregation.combine(self.id, values, lg.weights))
         self.fx.log("consensus", update=u, step=e, used=sorted(values),
                     missing=sorted(set(lg.neighbours) - set(values)))
         for key in [key for key in self.critics if key[:2] <= (u, e)]:  # too late to count

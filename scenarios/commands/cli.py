@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 from peergrid.agents.policies import REFERENCE_POLICIES
 from peergrid.scenarios.definition.schema import ALGORITHMS
@@ -102,7 +103,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     out = train(scenario, resolve(args.scenario).name, algo, args.seed, args.out,
                 episodes=args.episodes, resume=args.resume, progress=not args.quiet)
     print(f"metrics: {out}/metrics.csv  evaluations: {out}/eval.csv  "
-          f"tensorboard: --logdir {out}/tb  checkpoint: {out}/checkpoint.pt")
+          f"tensorboard: --logdir {out}/tb  checkpoint: {out}/checkpoint.state")
     print(f"greedy policy on the evaluation days: peergrid evaluate {out}")
     return 0
 
@@ -143,6 +144,12 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
 
         out = tune(scenario, source, out, seeds=args.seeds or 2, episodes=args.episodes or 400,
                    **learning)
+    elif args.name == "poisoning":
+        from peergrid.scenarios.commands.poisoning import poisoning
+
+        learning.pop("algorithms", None)
+        out = poisoning(scenario, source, out, seeds=args.seeds or 3, episodes=args.episodes,
+                        liar=args.liar, **learning)
     elif args.name == "graphs":
         from peergrid.scenarios.commands.comparison import graphs
 
@@ -199,7 +206,8 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
                            kills=kills if args.kill else None,
                            partitions=partitions if args.partition else None)
     out, exits = deploy(scenario, resolve(args.scenario).name, args.policy, args.out,
-                        days=args.days, seed=args.seed, learn=args.learn, force=args.force)
+                        days=args.days, seed=args.seed, learn=args.learn, force=args.force,
+                        insecure=args.insecure)
     print(format_summary(write_summary(out)))
     bad = {n: c for n, c in exits.items() if c not in (0, None) and "#" not in n}
     print(f"\nprocesses: {len(exits)}; exit codes other than 0: {bad or 'none'}")
@@ -208,10 +216,30 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
     return 0 if not bad and status["complete"] else 1
 
 
+def _cmd_keys(args: argparse.Namespace) -> int:
+    from peergrid.comms import keys
+
+    if args.keys_cmd == "new":
+        for name in args.names:
+            public = keys.new_pair(Path(args.dir), name)
+            print(f"{name} {public}  (secret: {keys.secret_path(Path(args.dir), name)}, "
+                  "stays on this host)")
+        return 0
+    added = keys.add_public_keys(Path(args.config), args.files)
+    for name, public in added.items():
+        print(f"{name} {public}")
+    spec = json.loads(Path(args.config).read_text())
+    missing = sorted({"market", "grid", *spec["agents"]} - set(spec["security"]["public_keys"]))
+    print(f"{args.config}: {len(added)} public key(s) added"
+          + (f"; still without a key: {', '.join(missing)}" if missing else ""))
+    return 0
+
+
 def _cmd_node(args: argparse.Namespace) -> int:
     from peergrid.comms.launcher import run_node
 
-    run_node(args.role, args.id or args.role, args.config, args.incarnation)
+    run_node(args.role, args.id or args.role, args.config, args.incarnation,
+             key_file=args.key, insecure=args.insecure)
     return 0
 
 
@@ -263,16 +291,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     ex = sub.add_parser("experiment", help="named experiments (docs/learning.md)",
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ex.add_argument("name", choices=("baselines", "tune", "paper-comparison", "graphs"),
+    ex.add_argument("name", choices=("baselines", "tune", "paper-comparison", "graphs",
+                                     "poisoning"),
                     help="baselines: reference policies and both optima; tune: the same small "
                     "grid for every algorithm, scored on the validation window; "
                     "paper-comparison: every algorithm over seeds, on the test window; "
-                    "graphs: the networked learner on each communication graph")
+                    "graphs: the networked learner on each communication graph; "
+                    "poisoning: consensus with one lying neighbour, per aggregation rule")
     ex.add_argument("--scenario", default="ieee13", help="shipped scenario name or TOML path")
     ex.add_argument("--seeds", type=int, default=None,
-                    help="seeds per algorithm (default: tune 2, paper-comparison 8, graphs 3)")
+                    help="seeds per algorithm (default: tune 2, paper-comparison 8, graphs 3, "
+                    "poisoning 3)")
     ex.add_argument("--episodes", type=int, default=None,
-                    help="training episodes per run (default: tune 400, else algo.episodes)")
+                    help="training episodes per run (default: tune 400, poisoning 200, else "
+                    "algo.episodes)")
+    ex.add_argument("--liar", default=None,
+                    help="poisoning: the agent that sends forged parameters (default: the "
+                    "scenario's first agent)")
     ex.add_argument("--algos", nargs="+", choices=ALGORITHMS, default=None,
                     help="algorithms to run (default: all)")
     ex.add_argument("--workers", type=int, default=2, help="training runs in parallel")
@@ -309,6 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--signal-timeout-ms", type=float, default=None)
     dp.add_argument("--consensus-timeout-ms", type=float, default=None)
     dp.add_argument("--base-port", type=int, default=None)
+    dp.add_argument("--insecure", action="store_true",
+                    help="plain TCP, no CURVE: no authentication or encryption (local "
+                    "experiments only; every node log says so)")
     dp.set_defaults(func=_cmd_deploy)
 
     nd = sub.add_parser("node", help="run one node of a deployment (for several hosts)")
@@ -316,7 +354,24 @@ def build_parser() -> argparse.ArgumentParser:
     nd.add_argument("--id", default=None, help="agent id (prosumer nodes)")
     nd.add_argument("--config", required=True, help="the deployment's deploy.json")
     nd.add_argument("--incarnation", type=int, default=0, help="> 0: resume from checkpoint")
+    nd.add_argument("--key", default=None,
+                    help="this node's secret key file (default: deploy.json's "
+                    "security.key_dir/NAME.key_secret)")
+    nd.add_argument("--insecure", action="store_true",
+                    help="accept a deploy.json without keys (plain TCP) even with "
+                    "endpoints on other hosts")
     nd.set_defaults(func=_cmd_node)
+
+    ky = sub.add_parser("keys", help="CURVE key pairs for nodes started by hand "
+                        "(docs/deploy.md)")
+    ksub = ky.add_subparsers(dest="keys_cmd", required=True)
+    kn = ksub.add_parser("new", help="make key pairs on this host; prints the public keys")
+    kn.add_argument("names", nargs="+", help="node names (market, grid, agent ids)")
+    kn.add_argument("--dir", default="keys", help="where the pairs go (mode 0700)")
+    ka = ksub.add_parser("add", help="put public key files (NAME.key) into deploy.json")
+    ka.add_argument("--config", required=True, help="the deployment's deploy.json")
+    ka.add_argument("files", nargs="+", help="public key files NAME.key")
+    ky.set_defaults(func=_cmd_keys)
 
     sc = sub.add_parser("scenario", help="list, check or show scenario files")
     ssub = sc.add_subparsers(dest="scenario_cmd", required=True)
@@ -338,6 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from peergrid.scenarios.definition.errors import ScenarioError
+    from peergrid.agents.statefile import StateFileError
+    from peergrid.comms.keys import KeyFileError
     from peergrid.scenarios.commands.simulate import RunDirectoryNotEmpty
 
     args = build_parser().parse_args(argv)
@@ -345,7 +402,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (ScenarioError, RunDirectoryNotEmpty, FileNotFoundError, FileExistsError) as err:
+    except (ScenarioError, RunDirectoryNotEmpty, FileNotFoundError, FileExistsError,
+            StateFileError, KeyFileError) as err:
         print(f"peergrid: {err}", file=sys.stderr)
         return 2
 

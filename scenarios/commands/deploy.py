@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from peergrid.agents.learners.config import ONLINE_ALGORITHMS
 from peergrid.comms import spec as S
+from peergrid.comms.keys import KEY_DIR, new_pairs
 from peergrid.comms.launcher import launch
 from peergrid.comms.messages import layout_hash
 from peergrid.comms.protocol.prosumer import Learning, Market
@@ -43,6 +44,7 @@ def check_policy(scenario: Scenario, policy: str, learn: bool) -> None:
     """Refuse, before any process starts, a policy the nodes could not load: otherwise
     every prosumer process would fail on its own and the market trade without them."""
     from peergrid.agents.policies import REFERENCE_POLICIES
+    from peergrid.scenarios.commands.train import CHECKPOINT
     from peergrid.scenarios.runtime.logs import read_manifest
 
     if policy in (*REFERENCE_POLICIES, *ONLINE_ALGORITHMS):
@@ -51,8 +53,9 @@ def check_policy(scenario: Scenario, policy: str, learn: bool) -> None:
                                             "trained run (--policy runs/NAME)"])
         return
     manifest = read_manifest(policy)  # names the directory if it is not a run
-    if not (Path(policy) / "checkpoint.pt").is_file():
-        raise FileNotFoundError(f"{policy}: no checkpoint.pt (is this a training run?)")
+    if not (Path(policy) / CHECKPOINT).is_file():
+        raise FileNotFoundError(f"{policy}: no {CHECKPOINT} (is this a training run of this "
+                                "peergrid version?)")
     algo = manifest.get("run", {}).get("algo")
     trained = [a["id"] for a in manifest["scenario"].get("agents") or []]
     problems = []
@@ -76,12 +79,12 @@ def endpoints_for(agents: list[str], host: str, base_port: int) -> dict[str, str
 
 
 def deploy_spec(scenario: Scenario, policy: str, out: str | Path, days: int = 1,
-                seed: int = 0, learn: bool = False) -> S.DeploySpec:
+                seed: int = 0, learn: bool = False, insecure: bool = False) -> S.DeploySpec:
     """Everything every node needs, from the scenario (what `peergrid deploy` writes to
-    deploy.json); a trained run's policies are cut out per agent into ``out/policies``."""
-    import torch
-
+    deploy.json); a trained run's policies are cut out per agent into ``out/policies``,
+    and (unless ``insecure``) every node's CURVE key pair is made into ``out/keys``."""
     from peergrid.agents.learners.maddpg import GreedyActor
+    from peergrid.agents.learners.policyfile import save_policy
     from peergrid.agents.learners.ppo import PPOLearner
     from peergrid.agents.policies import REFERENCE_POLICIES
     from peergrid.agents.seeding import stream
@@ -135,13 +138,13 @@ def deploy_spec(scenario: Scenario, policy: str, out: str | Path, days: int = 1,
         elif team is None:
             pol = S.Policy("online", name=algo, learner=online)
         else:
-            file = out / "policies" / f"{a.id}.pt"
+            file = out / "policies" / f"{a.id}.state"
             file.parent.mkdir(parents=True, exist_ok=True)
             if algo == "maddpg":
-                cut = GreedyActor(team.maddpg, a.id)
+                cut = GreedyActor.cut(team.maddpg, a.id)
             else:
                 cut = team.group.extract(a.id, scales[a.id], actor_only=algo == "mappo")
-            torch.save(cut, file)  # our own file for our own node (see docs/deploy.md)
+            save_policy(file, cut)  # a state file: the node loads it without running code
             if learn:
                 layout_of[a.id] = layout_hash(cut.consensus_layout())
             pol = S.Policy("trained", name=algo, file=str(file), learn=learn, learner=online)
@@ -157,7 +160,8 @@ def deploy_spec(scenario: Scenario, policy: str, out: str | Path, days: int = 1,
                                    estimator_dim=dims["estimator_dim"])
                 layout = layout_of["fresh"] = layout_hash(probe.consensus_layout())
             learning = Learning(cfg.rollout_days, cfg.epochs, cfg.consensus_period,
-                                tuple(b for b in row if b != a.id), row, layout)
+                                tuple(b for b in row if b != a.id), row, layout,
+                                scenario.comms.aggregation_rule())
         nodes[a.id] = S.ProsumerNode(
             p.spec, [float(x) for x in p.load_kw], [float(x) for x in p.pv_kw], p.dt_h,
             p.signals, scenario.feeder.slack_vm_pu,
@@ -182,21 +186,25 @@ def deploy_spec(scenario: Scenario, policy: str, out: str | Path, days: int = 1,
                             {a: max_position_kwh(p) for a, p in prosumers.items()}, allowance),
         grid=S.GridNode(feeder_choice(scenario), {a.id: a.bus for a in scenario.agents},
                         connections, clock.dt_h, rule),
-        prosumers=nodes)
+        prosumers=nodes,
+        security=None if insecure else S.Security(
+            new_pairs(out / KEY_DIR, ["market", "grid", *agents]), KEY_DIR))
 
 
 def deploy(scenario: Scenario, source: str, policy: str, out: str | Path, days: int = 1,
-           seed: int = 0, learn: bool = False, force: bool = False) -> tuple[Path, dict]:
+           seed: int = 0, learn: bool = False, force: bool = False,
+           insecure: bool = False) -> tuple[Path, dict]:
     check_policy(scenario, str(policy), learn)
     scenario = for_policy(scenario, str(policy))
     out = prepare_run_dir(out, force)
-    for sub in ("nodes", "checkpoints"):
+    for sub in ("nodes", "checkpoints", KEY_DIR):
         for f in (out / sub).glob("*"):
             f.unlink()
-    spec = deploy_spec(scenario, str(policy), out, days, seed, learn)
+    spec = deploy_spec(scenario, str(policy), out, days, seed, learn, insecure)
     write_manifest(out, source, scenario, runtime="zeromq", policy=str(policy), days=days,
                    start=scenario.scenario.start.isoformat(), train_seed=seed, learn=learn,
-                   soc_carried_over=True)
+                   soc_carried_over=True, links="plain TCP (--insecure)" if insecure
+                   else "CURVE")
     t0 = time.perf_counter()
     exits = launch(spec)
     (out / "timing.txt").write_text(f"wall_s {time.perf_counter() - t0:.2f}\n")
