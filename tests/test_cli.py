@@ -91,7 +91,7 @@ def test_train_then_evaluate_writes_checked_records(tmp_path):
     res = peergrid("train", "--scenario", "ieee13", "--algo", "consensus", "--seed", "3",
                    "--episodes", "4", "--out", str(run), "--quiet")
     assert res.returncode == 0, res.stderr
-    for name in ("metrics.csv", "eval.csv", "checkpoint.pt", "manifest.json"):
+    for name in ("metrics.csv", "eval.csv", "checkpoint.state", "manifest.json"):
         assert (run / name).is_file(), name
     assert list((run / "tb").iterdir())  # TensorBoard event file
     again = peergrid("train", "--scenario", "ieee13", "--out", str(run), "--quiet")

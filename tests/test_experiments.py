@@ -49,3 +49,22 @@ def test_paper_comparison_reports_intervals_and_tests(ieee13_scenario, tmp_path)
     assert "Welch" in report and "test window" in report
     for figure in ("learning_curves.png", "violations_by_bus.png"):
         assert (out / figure).stat().st_size > 0
+
+
+def test_poisoning_reports_every_rule_and_attack_and_a_random_liar_breaks_metropolis(
+        ieee13_scenario, tmp_path):
+    from peergrid.scenarios.commands.poisoning import CONDITIONS, poisoning
+
+    out = poisoning(_tiny(ieee13_scenario), "ieee13.toml", tmp_path / "p", seeds=2,
+                    episodes=4, progress=False, rules=("metropolis", "median"))
+    with open(out / "summary.csv") as f:
+        rows = {(r["rule"], r["attack"]): r for r in csv.DictReader(f)}
+    assert set(rows) == {(r, a) for r in ("metropolis", "median") for a in CONDITIONS}
+    # N(0, 1) vectors: the plain average pulls the liar's neighbours' critics apart; the
+    # median keeps every honest critic between honest values
+    gap = {r: float(rows[(r, "random")]["critic_disagreement"]) for r in ("metropolis",
+                                                                          "median")}
+    assert gap["median"] < gap["metropolis"] / 10, gap
+    assert int(rows[("median", "random")]["diverged"]) == 0
+    assert (out / "poisoning.png").stat().st_size > 0
+    assert "lying neighbour" in (out / "report.md").read_text()

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 
+from peergrid.agents.poisoning import Attack
 from peergrid.agents.policies import make_policy
 from peergrid.scenarios.runtime.community import for_policy
 from peergrid.scenarios.runtime.env import PeerGridEnv
@@ -48,12 +49,14 @@ class TrainingJob:
     seed: int
     out: str
     episodes: int
+    attack: Attack | None = None
+    """A lying neighbour (the poisoning experiment)."""
 
 
 def _train_job(job: TrainingJob) -> tuple[TrainingJob, float]:
     t0 = time.perf_counter()
     train(job.scenario, job.source, job.algo, job.seed, job.out, episodes=job.episodes,
-          progress=False, tensorboard=False)
+          progress=False, tensorboard=False, attack=job.attack)
     return job, time.perf_counter() - t0
 
 

@@ -14,19 +14,24 @@ Run directory ``runs/NAME/``::
     manifest.json     scenario, algorithm, seed, versions, command
     metrics.csv       one row per training episode
     eval.csv          one row per evaluation on the validation window
-    best.pt           the selected policy (best validation team reward)
+    best.state        the selected policy (best validation team reward)
     test.csv          that policy on the test window (the number a report uses)
     tb/               the same scalars for TensorBoard
-    checkpoint.pt     learners, optimisers, replay buffer, random states, episode:
+    checkpoint.state  learners, optimisers, replay buffer, random states, episode:
                       `--resume` continues exactly where the run stopped
+
+Both state files load without running code (``agents.statefile``); a run of an older
+peergrid (``best.pt``/``checkpoint.pt``, pickles) is refused, not unpickled.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import datetime as dt
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +44,9 @@ from peergrid.agents.learners.consensus import (cooperative_update, critic_disag
                                                 estimator_disagreement)
 from peergrid.agents.learners.maddpg import MADDPG
 from peergrid.agents.learners.ppo import PPOGroup, SeparateLearners
+from peergrid.agents import statefile
+from peergrid.agents.learners.portable import from_portable, to_portable
+from peergrid.agents.poisoning import Attack, Liar
 from peergrid.agents.records import RoundRecord
 from peergrid.agents.spaces import ACTION_DIM, OBS_DIM
 from peergrid.agents.topology import build_graph, metropolis_weights
@@ -120,10 +128,34 @@ def communication_graph(s: Scenario, agent_ids: list[str]):
     )
 
 
+BEST, CHECKPOINT = "best.state", "checkpoint.state"
+
+
+def write_state(path: Path, state: dict[str, Any]) -> None:
+    """A run's state file, written whole then renamed (a crash leaves the old one)."""
+    tmp = path.with_name(path.name + ".tmp")
+    statefile.save(tmp, to_portable(state))
+    tmp.replace(path)
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    """A run's state file; a run of an older peergrid (a pickle) is refused unread."""
+    if not path.is_file() and path.with_suffix(".pt").is_file():
+        raise statefile.StateFileError(
+            f"{path.with_suffix('.pt')}: a run of an older peergrid (torch pickles, which "
+            "could run code when loaded): not read; train it again with this version")
+    return from_portable(statefile.load(path))
+
+
+class TrainingDiverged(RuntimeError):
+    """The learners' parameters are no longer finite (e.g. poisoned by a lying neighbour)."""
+
+
 class Team:
     """All agents' learners of one algorithm behind one in-process interface."""
 
-    def __init__(self, algo: str, scenario: Scenario, seed: int, stacked: bool = True) -> None:
+    def __init__(self, algo: str, scenario: Scenario, seed: int, stacked: bool = True,
+                 attack: Attack | None = None) -> None:
         if algo not in ALGORITHMS:
             raise ValueError(f"algo = {algo!r}: unknown (choose from {', '.join(ALGORITHMS)})")
         self.algo, self.cfg = algo, learner_config(scenario, algo)
@@ -143,6 +175,13 @@ class Team:
             if algo in CONSENSUS:
                 graph = communication_graph(scenario, self.ids)
                 self.weights = metropolis_weights(graph, self.ids)
+        self.aggregation = scenario.comms.aggregation_rule()
+        self.liar = None
+        if attack is not None:
+            if self.weights is None:
+                raise ValueError(f"an attack on consensus needs a consensus algorithm, not {algo}")
+            self.liar = Liar(attack, stream(seed, "attack"))
+        self.honest = [a for a in self.ids if attack is None or a != attack.agent]
         self.episodes_in_rollout = 0
         self.updates = 0  # the consensus period counts epochs over the whole run
         self.lr_anneal = scenario.algo.lr_anneal
@@ -196,14 +235,27 @@ class Team:
         if self.episodes_in_rollout < self.rollout_days:
             return {}
         self.episodes_in_rollout = 0
-        stats = cooperative_update(self.group, self.cfg.epochs, self.weights,
-                                   self.cfg.consensus_period, self.updates * self.cfg.epochs)
+        try:
+            stats = cooperative_update(self.group, self.cfg.epochs, self.weights,
+                                       self.cfg.consensus_period, self.updates * self.cfg.epochs,
+                                       self.aggregation, self.liar)
+        except ValueError as err:  # torch refuses a policy with non-finite parameters
+            if self._finite():
+                raise
+            raise TrainingDiverged(f"update {self.updates + 1}: {err}"[:300]) from None
         self.updates += 1
+        if not self._finite():
+            raise TrainingDiverged(f"update {self.updates}: non-finite parameters")
+        # among the honest agents: a liar's own parameters say nothing of consensus
         if self.algo != "mappo":
-            stats["critic_disagreement"] = critic_disagreement(self.group, self.ids)
+            stats["critic_disagreement"] = critic_disagreement(self.group, self.honest)
         if self.algo == "consensus":
-            stats["estimator_disagreement"] = estimator_disagreement(self.group, self.ids)
+            stats["estimator_disagreement"] = estimator_disagreement(self.group, self.honest)
         return stats
+
+    def _finite(self) -> bool:
+        return all(bool(torch.isfinite(p).all()) for opt, _ in self._optimisers()
+                   for group in opt.param_groups for p in group["params"])
 
     def state_dict(self) -> dict[str, Any]:
         core = self.maddpg.state_dict() if self.algo == "maddpg" else self.group.state_dict()
@@ -334,16 +386,17 @@ def window_problems(s: Scenario) -> list[str]:
 
 def train(scenario: Scenario, source: str, algo: str, seed: int, out: str | Path,
           episodes: int | None = None, resume: bool = False, progress: bool = True,
-          tensorboard: bool = True) -> Path:
-    """Train ``algo`` with ``seed``; every ``eval_every`` episodes evaluate the greedy
-    policy on the validation window, keep the best as the run's policy (``best.pt``) and
+          tensorboard: bool = True, attack: Attack | None = None) -> Path:
+    """Train ``algo`` with ``seed`` (``attack``: one agent lies at every consensus step,
+    the poisoning experiment); every ``eval_every`` episodes evaluate the greedy
+    policy on the validation window, keep the best as the run's policy (``best.state``) and
     checkpoint; at the end evaluate that policy once on the test window (``test.csv``)."""
     problems = window_problems(scenario)
     if problems:
         raise ScenarioError("algo", problems)
     torch.set_num_threads(1)
     out = Path(out)
-    ckpt_path = out / "checkpoint.pt"
+    ckpt_path = out / CHECKPOINT
     episodes = episodes or scenario.algo.episodes
     if not resume and out.exists() and any(out.iterdir()):
         raise FileExistsError(f"--out {out}: not empty; pass --resume to continue that run")
@@ -352,18 +405,18 @@ def train(scenario: Scenario, source: str, algo: str, seed: int, out: str | Path
     train_env = PeerGridEnv(training_window(scenario))
     validation = validation_window(scenario)
     val_env = PeerGridEnv(validation)
-    team = Team(algo, scenario, seed)
+    team = Team(algo, scenario, seed, attack=attack)
     day_rng = stream(seed, "train-days")
     start_episode, best = 0, {"team_reward": -np.inf, "episode": 0}
     if resume:
-        state = torch.load(ckpt_path, weights_only=False)
+        state = read_state(ckpt_path)
         team.load_state_dict(state["team"])
         day_rng.bit_generator.state = state["day_rng"]
         train_env.load_state_dict(state["env"])
         start_episode, best = state["episode"], state["best"]
     else:
         write_manifest(out, source, scenario, runtime="in-process", algo=algo, train_seed=seed,
-                       episodes=episodes)
+                       episodes=episodes, attack=asdict(attack) if attack else None)
     metrics = _Csv(out / "metrics.csv", start_episode if resume else None)
     evals = _Csv(out / "eval.csv", start_episode if resume else None)
     tb = None
@@ -386,7 +439,13 @@ def train(scenario: Scenario, source: str, algo: str, seed: int, out: str | Path
         team.set_progress(episode / scenario.algo.episodes)
         records, grid_rows = run_day(train_env, day, lambda o: team.act(o), team,
                                      soc="initial" if episode == 0 else scenario.algo.episode_start)
-        stats = team.end_episode()
+        try:
+            stats = team.end_episode()
+        except TrainingDiverged as err:  # kept: the policy selected before it broke
+            diverged = {"episode": episode + 1, "reason": str(err)}
+            (out / "diverged.json").write_text(json.dumps(diverged))
+            metrics.write()
+            break
         row = {"episode": episode + 1, "day": day,
                **window_metrics(records, grid_rows, scenario), **stats}
         metrics.append(row, write=False)  # written with every checkpoint
@@ -403,18 +462,25 @@ def train(scenario: Scenario, source: str, algo: str, seed: int, out: str | Path
                     tb.add_scalar(f"validation/{k}", ev[k], episode + 1)
             if ev["team_reward"] > best["team_reward"]:  # model selection: validation only
                 best = {"team_reward": ev["team_reward"], "episode": episode + 1}
-                torch.save({"team": team.state_dict(), "algo": algo, "seed": seed,
-                            "episode": episode + 1}, out / "best.pt")
-            torch.save({"team": team.state_dict(), "day_rng": day_rng.bit_generator.state,
-                        "env": train_env.state_dict(), "episode": episode + 1, "best": best,
-                        "algo": algo, "seed": seed}, ckpt_path)
+                write_state(out / BEST, {"team": team.state_dict(), "algo": algo,
+                                         "seed": seed, "episode": episode + 1})
+            write_state(ckpt_path, {"team": team.state_dict(),
+                                    "day_rng": day_rng.bit_generator.state,
+                                    "env": train_env.state_dict(), "episode": episode + 1,
+                                    "best": best, "algo": algo, "seed": seed})
             metrics.write()
     if tb is not None:
         tb.close()
     if start_episode < episodes:  # the selected policy, once, on the test window
-        selected, _, _ = load_team(out)
-        test = evaluate_choice(scenario, lambda o: selected.act(o, greedy=True), detail=True)
-        _Csv(out / "test.csv", None).append({"episode": best["episode"], **test})
+        broke = json.loads((out / "diverged.json").read_text()) if (
+            out / "diverged.json").is_file() else None
+        row: dict[str, Any] = {"episode": best["episode"],
+                               "diverged_episode": broke["episode"] if broke else np.nan}
+        if broke is None or (out / BEST).is_file():
+            selected, _, _ = load_team(out)
+            row |= evaluate_choice(scenario, lambda o: selected.act(o, greedy=True),
+                                   detail=True)
+        _Csv(out / "test.csv", None).append(row)
     (out / "timing.txt").write_text(
         f"wall_s {time.perf_counter() - started:.2f}\nepisodes {episodes - start_episode}\n")
     return out
@@ -427,9 +493,8 @@ def load_team(run_dir: str | Path) -> tuple[Team, Scenario, dict[str, Any]]:
     manifest = read_manifest(run_dir)
     scenario = scenario_from_dump(manifest["scenario"])
     # the run's policy is the one model selection kept (best on the validation window)
-    path = Path(run_dir) / "best.pt"
-    state = torch.load(path if path.is_file() else Path(run_dir) / "checkpoint.pt",
-                       weights_only=False)
+    path = Path(run_dir) / BEST
+    state = read_state(path if path.is_file() else Path(run_dir) / CHECKPOINT)
     team = Team(state["algo"], scenario, state["seed"])
     team.load_state_dict(state["team"])
     return team, scenario, manifest

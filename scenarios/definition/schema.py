@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from peergrid.agents.aggregation import Aggregation
 from peergrid.agents.learners.config import LearnerConfig
 from peergrid.agents.prosumer import INVERTER_KVA_PER_KW
 
@@ -281,6 +282,21 @@ class CommsConfig(_Section):
     allow_disconnected: bool = Field(
         default=False, description="Accept a disconnected graph (consensus then splits)."
     )
+    aggregation: Literal["metropolis", "trimmed-mean", "median", "clip"] = Field(
+        default="metropolis",
+        description="How an agent combines its neighbours' critic and estimator parameters: "
+        "the Metropolis average (Zhang et al.), or a rule robust to a lying neighbour "
+        "(coordinate-wise trimmed mean or median, or clipping each neighbour's difference "
+        "from the agent's own vector to clip_radius). docs/learning.md.",
+    )
+    trim: int = Field(default=1, ge=1,
+                      description="trimmed-mean: values dropped at each end, per coordinate.")
+    clip_radius: float = Field(default=1.0, gt=0, allow_inf_nan=False,
+                               description="clip: the largest distance a neighbour's vector "
+                               "may pull from the agent's own, in parameter units.")
+
+    def aggregation_rule(self) -> Aggregation:
+        return Aggregation(self.aggregation, self.trim, self.clip_radius)
 
 
 class PartitionConfig(_Section):
