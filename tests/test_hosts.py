@@ -250,5 +250,7 @@ def test_a_veth_link_taken_down_behaves_as_the_injected_partition(hosts, ieee13_
             # the round in flight as the cable went (its settlement or voltages) too
             assert flagged <= set(range(cut_at - 1, back_at + 11)), (a, flagged, cut_at,
                                                                      back_at)
-    cut = records[records.agent.isin(cut_off) & records["round"].isin(missing)]
-    assert (cut[["p2p_sold_kwh", "p2p_bought_kwh"]] == 0).all().all()  # grid-only
+    by_key = records.set_index(["round", "agent"])
+    for r, agents in missing.items():  # whose bid missed a round traded with the grid only
+        for a in agents:
+            assert (by_key.loc[(r, a), ["p2p_sold_kwh", "p2p_bought_kwh"]] == 0).all(), (r, a)
