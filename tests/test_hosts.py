@@ -3,6 +3,7 @@
 One namespace per host (market and grid on h0, the prosumers split over h1 and h2, an
 outsider on h9), each with its own address on a bridge; every node is started with
 `peergrid node` from deploy.json, over CURVE. Needs root and ip(8); skips otherwise.
+The partition case is marked slow (`make test-slow`).
 docs/deploy.md shows the same set-up by hand.
 """
 
@@ -212,6 +213,7 @@ def test_a_deployment_across_hosts_equals_in_process_and_outsiders_get_nothing_i
         assert counted & {"handshake protocol", "handshake failed"}, name  # plain TCP
 
 
+@pytest.mark.slow  # 15 processes that each import torch, on 2 cores: ~90 s
 def test_a_veth_link_taken_down_behaves_as_the_injected_partition(hosts, ieee13_scenario,
                                                                   tmp_path):
     """h2's cable is pulled for 1.5 s in the middle of the day: its agents miss those
