@@ -125,3 +125,22 @@ def test_diagnose_shows_the_feeder_is_fine_alone_and_the_agents_push_it_out():
     text = peergrid("scenario", "diagnose", "ieee13", "--window", "train").stdout
     assert "train window: 21 days from 2016-04-11" in text
     assert "zero injections:" in text and "PV alone:" in text and "line loading" in text
+
+
+@pytest.mark.parametrize("argv", [
+    ["deploy", "--days", "0", "--out", "x"], ["deploy", "--days", "-1", "--out", "x"],
+    ["train", "--episodes", "0", "--out", "x"], ["train", "--episodes", "-3", "--out", "x"],
+    ["simulate", "--days", "0", "--out", "x"], ["experiment", "graphs", "--seeds", "0"],
+    ["experiment", "poisoning", "--workers", "two"], ["node", "market", "--config", "x",
+                                                      "--incarnation", "-1"]])
+def test_counts_are_refused_before_anything_starts_or_is_written(argv, tmp_path, capsys,
+                                                                  monkeypatch):
+    from peergrid.scenarios.commands.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "integer" in err or "negative" in err, err
+    assert list(tmp_path.iterdir()) == []  # nothing written

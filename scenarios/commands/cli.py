@@ -243,6 +243,28 @@ def _cmd_node(args: argparse.Namespace) -> int:
     return 0
 
 
+def positive_int(text: str) -> int:
+    """A count (days, episodes, seeds, workers): refused before anything starts, since
+    ``x or default`` downstream would turn 0 into the default and -1 into a traceback."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="peergrid", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -251,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("simulate", help="run a reference policy and write a run directory")
     sim.add_argument("--scenario", default="ieee13", help="shipped scenario name or TOML path")
     sim.add_argument("--policy", default="rule", choices=REFERENCE_POLICIES)
-    sim.add_argument("--days", type=int, default=None, help="override the scenario's days")
+    sim.add_argument("--days", type=positive_int, default=None, help="override the scenario's days")
     sim.add_argument("--out", required=True, help="run directory to create")
     sim.add_argument("--force", action="store_true", help="replace an existing run directory")
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -277,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--algo", choices=ALGORITHMS, default=None,
                     help="default: the scenario's algo.name")
     tr.add_argument("--seed", type=int, default=0, help="training seed (learners, day draws)")
-    tr.add_argument("--episodes", type=int, default=None, help="override algo.episodes")
+    tr.add_argument("--episodes", type=positive_int, default=None, help="override algo.episodes")
     tr.add_argument("--out", required=True, help="run directory")
     tr.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -299,10 +321,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "graphs: the networked learner on each communication graph; "
                     "poisoning: consensus with one lying neighbour, per aggregation rule")
     ex.add_argument("--scenario", default="ieee13", help="shipped scenario name or TOML path")
-    ex.add_argument("--seeds", type=int, default=None,
+    ex.add_argument("--seeds", type=positive_int, default=None,
                     help="seeds per algorithm (default: tune 2, paper-comparison 8, graphs 3, "
                     "poisoning 3)")
-    ex.add_argument("--episodes", type=int, default=None,
+    ex.add_argument("--episodes", type=positive_int, default=None,
                     help="training episodes per run (default: tune 400, poisoning 200, else "
                     "algo.episodes)")
     ex.add_argument("--liar", default=None,
@@ -310,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "scenario's first agent)")
     ex.add_argument("--algos", nargs="+", choices=ALGORITHMS, default=None,
                     help="algorithms to run (default: all)")
-    ex.add_argument("--workers", type=int, default=2, help="training runs in parallel")
+    ex.add_argument("--workers", type=positive_int, default=2, help="training runs in parallel")
     ex.add_argument("--out", default=None, help="default: runs/<name>")
     ex.add_argument("--force", action="store_true", help="replace an existing output directory")
     ex.add_argument("--resume", action="store_true",
@@ -328,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "ippo (fresh learners) | "
                     "a training run directory (frozen policy)")
     dp.add_argument("--learn", action="store_true", help="a trained run keeps learning")
-    dp.add_argument("--days", type=int, default=1)
+    dp.add_argument("--days", type=positive_int, default=1)
     dp.add_argument("--seed", type=int, default=0, help="learner seed (as for train)")
     dp.add_argument("--out", required=True)
     dp.add_argument("--force", action="store_true")
@@ -353,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     nd.add_argument("role", choices=("market", "grid", "prosumer"))
     nd.add_argument("--id", default=None, help="agent id (prosumer nodes)")
     nd.add_argument("--config", required=True, help="the deployment's deploy.json")
-    nd.add_argument("--incarnation", type=int, default=0, help="> 0: resume from checkpoint")
+    nd.add_argument("--incarnation", type=non_negative_int, default=0, help="> 0: resume from checkpoint")
     nd.add_argument("--key", default=None,
                     help="this node's secret key file (default: deploy.json's "
                     "security.key_dir/NAME.key_secret)")
@@ -385,7 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     dg.add_argument("file")
     dg.add_argument("--window", choices=("all", "train", "validation", "test"), default="all",
                     help="which window (default: all three)")
-    dg.add_argument("--days", type=int, default=None, help="only the window's first days")
+    dg.add_argument("--days", type=positive_int, default=None, help="only the window's first days")
     dg.add_argument("--json", action="store_true")
     sc.set_defaults(func=_cmd_scenario)
     return p
