@@ -20,7 +20,8 @@ from typing import Literal
 
 from pydantic import TypeAdapter, ValidationError
 
-from peergrid.agents.learners.config import ONLINE_ALGORITHMS, LearnerConfig
+from peergrid.agents.learners.config import ONLINE_ALGORITHMS, LearnerConfig, LearnerInit
+from peergrid.agents.spaces import ACTION_DIM, OBS_DIM
 from peergrid.agents.prosumer import ProsumerSpec, PublicSignals
 from peergrid.comms.protocol.market import MarketTiming, Window
 from peergrid.comms.protocol.prosumer import Learning, Market, ProsumerTiming
@@ -118,6 +119,12 @@ class OnlineLearner:
     public_dim: int
     estimator_dim: int
     shared_seed: int
+
+    def learner_init(self, agent_id: str) -> LearnerInit:
+        """What the agent's ``PPOLearner`` is built with."""
+        return LearnerInit(agent_id, OBS_DIM, ACTION_DIM, self.config, self.seed,
+                           self.reward_scale, self.mode, self.public_dim, self.estimator_dim,
+                           self.shared_seed)
 
 
 @dataclass(frozen=True)

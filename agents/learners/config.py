@@ -35,3 +35,19 @@ class LearnerConfig:
 
 ONLINE_ALGORITHMS = ("consensus", "consensus-critic", "ippo")
 """The decentralised learners a deployment can run online (one learner per process)."""
+
+
+@dataclass(frozen=True)
+class LearnerInit:
+    """What ``PPOLearner`` was built with: a policy file rebuilds it from this."""
+
+    agent_id: str
+    obs_dim: int
+    act_dim: int
+    cfg: LearnerConfig
+    seed: int
+    reward_scale: float
+    mode: str
+    public_dim: int
+    estimator_dim: int
+    shared_seed: int

@@ -13,7 +13,8 @@ from pathlib import Path
 from peergrid.agents import statefile
 from peergrid.agents.learners.maddpg import GreedyActor
 from peergrid.agents.learners.portable import from_portable, to_portable
-from peergrid.agents.learners.ppo import LearnerInit, PPOLearner
+from peergrid.agents.learners.config import LearnerInit
+from peergrid.agents.learners.ppo import PPOLearner
 
 Policy = PPOLearner | GreedyActor
 
@@ -33,10 +34,7 @@ def load_policy(path: str | Path) -> Policy:
     state = statefile.load(path)
     kind = state.get("kind") if isinstance(state, dict) else None
     if kind == "ppo" and isinstance(state.get("init"), LearnerInit):
-        init: LearnerInit = state["init"]
-        learner = PPOLearner(init.agent_id, init.obs_dim, init.act_dim, init.cfg, init.seed,
-                             init.reward_scale, init.mode, init.public_dim,
-                             init.estimator_dim, init.shared_seed)
+        learner = PPOLearner.from_init(state["init"])
         learner.load_state_dict(from_portable(state["state"]))
         return learner
     if kind == "greedy-actor":

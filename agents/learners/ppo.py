@@ -30,14 +30,13 @@ random generator, so its learning does not depend on who else is in the group.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from peergrid.agents.learners.config import LearnerConfig
+from peergrid.agents.learners.config import LearnerConfig, LearnerInit
 from peergrid.agents.learners.nets import clip_to_box, initial_action_bias, mlp
 from peergrid.agents.learners.stacked import StackedMLP
 
@@ -419,22 +418,6 @@ class PPOGroup:
         self._pending = state.get("pending")
 
 
-@dataclass(frozen=True)
-class LearnerInit:
-    """What ``PPOLearner`` was built with: a policy file rebuilds it from this."""
-
-    agent_id: str
-    obs_dim: int
-    act_dim: int
-    cfg: LearnerConfig
-    seed: int
-    reward_scale: float
-    mode: str
-    public_dim: int
-    estimator_dim: int
-    shared_seed: int
-
-
 class PPOLearner:
     """One agent's learner (a group of one): the interface a prosumer process uses."""
 
@@ -450,6 +433,13 @@ class PPOLearner:
         self.group = PPOGroup([agent_id], obs_dim, act_dim, cfg, [seed], [reward_scale],
                               mode=mode, public_dim=public_dim, estimator_dim=estimator_dim,
                               shared_seed=shared_seed)
+
+    @classmethod
+    def from_init(cls, init: LearnerInit) -> PPOLearner:
+        """A fresh learner as ``init`` describes it (a policy file, a deployed node)."""
+        return cls(init.agent_id, init.obs_dim, init.act_dim, init.cfg, init.seed,
+                   init.reward_scale, init.mode, init.public_dim, init.estimator_dim,
+                   init.shared_seed)
 
     def act(self, obs: np.ndarray, greedy: bool = False) -> np.ndarray:
         return self.group.act(np.asarray(obs)[None], greedy)[0]

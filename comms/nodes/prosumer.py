@@ -27,12 +27,8 @@ def agent_policy(agent_id: str, node: ProsumerNode):
         return (lambda obs: policy(obs)), None
     if pol.kind == "online":
         from peergrid.agents.learners.ppo import PPOLearner
-        from peergrid.agents.spaces import ACTION_DIM, OBS_DIM
 
-        o = pol.learner
-        learner = PPOLearner(agent_id, OBS_DIM, ACTION_DIM, o.config, o.seed, o.reward_scale,
-                             mode=o.mode, public_dim=o.public_dim, estimator_dim=o.estimator_dim,
-                             shared_seed=o.shared_seed)
+        learner = PPOLearner.from_init(pol.learner.learner_init(agent_id))
         return (lambda obs: learner.act(obs)), learner
     from peergrid.agents.learners.policyfile import load_policy
 

@@ -243,26 +243,24 @@ def _cmd_node(args: argparse.Namespace) -> int:
     return 0
 
 
+def _integer(text: str, least: int, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < least:
+        raise argparse.ArgumentTypeError(f"{value} {what}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """A count (days, episodes, seeds, workers): refused before anything starts, since
     ``x or default`` downstream would turn 0 into the default and -1 into a traceback."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
-    return value
+    return _integer(text, 1, "is not a positive integer")
 
 
 def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is negative")
-    return value
+    return _integer(text, 0, "is negative")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -27,7 +27,7 @@ from peergrid.agents.poisoning import ATTACKS, Attack
 from peergrid.scenarios.commands.comparison import _plt
 from peergrid.scenarios.commands.experiment import (TrainingJob, _fresh_dir, _run_section,
                                                     reference_metrics, run_training_jobs)
-from peergrid.scenarios.commands.stats import summarize, welch_p
+from peergrid.scenarios.commands.stats import summarize
 from peergrid.scenarios.definition.schema import Scenario
 
 CONDITIONS = ("none", *ATTACKS)
