@@ -11,10 +11,12 @@ Magnitudes a scenario allows are checked by the receiving node, which knows the 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
 import numpy as np
+
+from peergrid.agents.exchange import Encoded
 
 from peergrid.market.bid import Bid
 from peergrid.market.operator import MarketResult
@@ -177,6 +179,18 @@ class Critic(Message):
     step: int
     layout: str
     params: np.ndarray
+    """The vector as ``codec`` encodes it (agents.exchange)."""
+    codec: str = "float32"
+    scales: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    keyframe: int = -1
+
+    @classmethod
+    def of(cls, update: int, step: int, layout: str, e: Encoded) -> Critic:
+        return cls(update, step, layout, e.values, e.codec, e.scales, e.index, e.keyframe)
+
+    def encoded(self) -> Encoded:
+        return Encoded(self.codec, self.params, self.scales, self.index, self.keyframe)
 
 
 @dataclass(frozen=True)

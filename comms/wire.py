@@ -4,7 +4,7 @@ A message is the msgpack array ``[version, scenario, episode, round, sender, kin
 body]``; ``body`` is a map whose fields are checked against the message class of that
 kind (``comms.messages``: the field types declare the checks). Numbers travel
 as msgpack floats and ints, arrays as ``{"dtype", "shape", "data"}`` with raw
-little-endian bytes (float32/float64/int64 only). msgpack never executes anything
+little-endian bytes (float16/32/64, int8/32/64 only). msgpack never executes anything
 while decoding (no pickle on the wire). ``decode`` raises ``WireError`` with a reason
 for anything that is not a well-formed message of this scenario: nodes log the reason,
 count it and keep serving.
@@ -24,7 +24,9 @@ from peergrid.comms.messages import KINDS, Message
 
 WIRE_VERSION = 1
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
-_DTYPES = {"<f4": np.float32, "<f8": np.float64, "<i8": np.int64}
+_DTYPES = {"<f4": np.float32, "<f8": np.float64, "<i8": np.int64,
+           # a compressed consensus vector (agents.exchange): float16, int8, top-k positions
+           "<f2": np.float16, "|i1": np.int8, "<i4": np.int32}
 
 class WireError(ValueError):
     """A message that cannot be accepted, with the reason."""

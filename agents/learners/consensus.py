@@ -16,12 +16,13 @@ each learner takes its actor, critic (and estimator) minibatch steps, and every
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Protocol
 
 import numpy as np
 
 from peergrid.agents.aggregation import Aggregation
+from peergrid.agents.exchange import GroupExchange, StepLog, consensus_index
 from peergrid.agents.poisoning import Liar
 
 
@@ -31,22 +32,66 @@ class SharedHolder(Protocol):
 
 
 def consensus_step(holder: SharedHolder, order: Sequence[str], weights: np.ndarray,
-                   aggregation: Aggregation | None = None, liar: Liar | None = None) -> None:
+                   aggregation: Aggregation | None = None, liar: Liar | None = None,
+                   exchange: GroupExchange | None = None, step: int = 0) -> StepLog | None:
     """ω_i ← Σ_j c_ij ω_j for every agent at once (all read before any is written), or
     the robust ``aggregation`` of what each agent hears; with a ``liar``, its neighbours
-    hear its forged vector (it keeps its own)."""
+    hear its forged vector (it keeps its own). With an ``exchange``, only what its fault
+    schedule delivers at consensus step ``step`` is heard, as it decodes (the missing
+    neighbours' weights go to the agent's own); returns what was sent and used."""
     rule = aggregation or Aggregation()
     stacked = getattr(holder, "average_shared", None)
-    if stacked is not None and rule.rule == "metropolis" and liar is None:
-        stacked(order, weights)  # every agent in one stack: one product per tensor
-        return
+    exact = exchange is None or exchange.exchange.codec.kind == "float32"
+    if stacked is not None and rule.rule == "metropolis" and liar is None and exact:
+        if exchange is None:
+            stacked(order, weights)  # every agent in one stack: one product per tensor
+            return None
+        return _masked_step(holder, order, weights, exchange, step)
     values = {a: holder.consensus_parameters(a) for a in order}
     sent = dict(values)
     if liar is not None:
         sent[liar.agent] = liar.forge(values[liar.agent])
+    log = None
+    if exchange is None:
+        heard = {a: sent for a in order}
+    else:
+        heard, log = exchange.step(step, values, sent)
     for i, a in enumerate(order):
         row = {b: weights[i, j] for j, b in enumerate(order) if weights[i, j] > 0}
-        holder.set_consensus_parameters(a, rule.combine(a, {**sent, a: values[a]}, row))
+        holder.set_consensus_parameters(a, rule.combine(a, {**heard[a], a: values[a]}, row))
+    return log
+
+
+def _masked_step(holder, order: Sequence[str], weights: np.ndarray, exchange: GroupExchange,
+                 step: int) -> StepLog:
+    """The stacked Metropolis step over what the schedule delivers: each agent's row
+    keeps the weights of the neighbours heard and moves the rest to its own (as
+    ``consensus_average`` does one agent at a time); a stale step averages the
+    neighbours' snapshot from ``staleness`` steps ago with each agent's current own."""
+    x, log = exchange.exchange, StepLog(step)
+    idx = {a: i for i, a in enumerate(order)}
+    heard = np.zeros(weights.shape, dtype=bool)
+    for a in order:
+        to = tuple(b for b in exchange.neighbours[a] if x.sends(a, b, step))
+        if to:
+            log.sent[a] = (None, to)
+        for b in to:
+            if x.arrives(a, b, step):
+                heard[idx[b], idx[a]] = True
+                log.used.add((a, b))
+    w = weights / weights.sum(axis=1, keepdims=True)
+    off = np.where(heard, w, 0.0)
+    np.fill_diagonal(off, 0.0)
+    effective = off + np.diag(1.0 - off.sum(axis=1))
+    lag = x.faults.staleness
+    if lag == 0:
+        holder.average_shared(order, effective)
+        return log
+    history = exchange.stacked_history
+    history.append(holder.shared_snapshot())
+    del history[:-(lag + 1)]
+    holder.average_shared(order, effective, sent=history[0] if len(history) > lag else None)
+    return log
 
 
 def consensus_due(epochs_before: int, epoch: int, period: int) -> bool:
@@ -77,16 +122,23 @@ def update_steps(learner, epochs: int, consensus_period: int | None = 1,
 def cooperative_update(group, epochs: int, weights: np.ndarray | None = None,
                        consensus_period: int = 1, epochs_before: int = 0,
                        aggregation: Aggregation | None = None,
-                       liar: Liar | None = None) -> dict[str, float]:
-    """One update of a group in process; consensus on what it shares when ``weights``."""
+                       liar: Liar | None = None, exchange: GroupExchange | None = None,
+                       on_step: Callable[[int, int, StepLog], None] | None = None
+                       ) -> dict[str, float]:
+    """One update of a group in process; consensus on what it shares when ``weights``
+    (over the faults and encoding of ``exchange``; ``on_step(epoch, step, log)`` after
+    each consensus step)."""
     steps = update_steps(group, epochs, None if weights is None else consensus_period,
                          epochs_before)
     while True:
         try:
-            next(steps)
+            e = next(steps)
         except StopIteration as done:
             return done.value
-        consensus_step(group, group.ids, weights, aggregation, liar)
+        step = consensus_index(epochs_before + e + 1, consensus_period)
+        log = consensus_step(group, group.ids, weights, aggregation, liar, exchange, step)
+        if on_step is not None and log is not None:
+            on_step(e, step, log)
 
 
 def disagreement(vectors: Sequence[np.ndarray]) -> float:

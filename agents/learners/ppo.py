@@ -343,20 +343,41 @@ class PPOGroup:
                             state[key][i].clamp_(min=0.0)  # value would make Adam's step NaN
                     pos += n
 
-    def average_shared(self, order: Sequence[str], weights: np.ndarray) -> None:
-        """A consensus step of every agent at once (all present, in process): each
-        shared parameter tensor, and its optimiser moments, becomes W @ tensor over the
-        agent axis."""
+    def average_shared(self, order: Sequence[str], weights: np.ndarray,
+                       sent: list[tuple[torch.Tensor, dict[str, torch.Tensor]]] | None = None
+                       ) -> None:
+        """A consensus step of every agent at once (in process): each shared parameter
+        tensor, and its optimiser moments, becomes W @ tensor over the agent axis; with
+        ``sent`` (a ``shared_snapshot``: what the neighbours sent, stale), each agent's
+        own term is its current tensor and the others' terms the snapshot's."""
         if list(order) != self.ids:
             raise ValueError(f"consensus order {list(order)} is not the group's {self.ids}")
         w = torch.as_tensor(weights / weights.sum(axis=1, keepdims=True), dtype=torch.float32)
+        own = torch.diagonal(w).clone()
+        off = w - torch.diag(own)
+
+        def mix(now: torch.Tensor, then: torch.Tensor | None) -> torch.Tensor:
+            if then is None:
+                return torch.tensordot(w, now, dims=([1], [0]))
+            scale = own.reshape(-1, *([1] * (now.dim() - 1)))
+            return scale * now + torch.tensordot(off, then, dims=([1], [0]))
+
         with torch.no_grad():
-            for p in self._shared_tensors():
-                p.copy_(torch.tensordot(w, p, dims=([1], [0])))
+            for k, p in enumerate(self._shared_tensors()):
+                old_p, old_m = sent[k] if sent is not None else (None, {})
+                p.copy_(mix(p, old_p))
                 state = self.opt_critic.state.get(p, {})
                 for key in ("exp_avg", "exp_avg_sq"):
                     if key in state:
-                        state[key].copy_(torch.tensordot(w, state[key], dims=([1], [0])))
+                        state[key].copy_(mix(state[key], old_m.get(key, state[key])
+                                             if sent is not None else None))
+
+    def shared_snapshot(self) -> list[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+        """Copies of every agent's shared tensors and their moments (a stale exchange)."""
+        return [(p.detach().clone(), {k: v.clone() for k, v in
+                                      self.opt_critic.state.get(p, {}).items()
+                                      if k in ("exp_avg", "exp_avg_sq")})
+                for p in self._shared_tensors()]
 
     def extract(self, agent: str, reward_scale: float, actor_only: bool = False) -> PPOLearner:
         """A one-agent learner with ``agent``'s current networks (fresh optimiser state).
@@ -551,6 +572,9 @@ class SeparateLearners:
 
     def set_consensus_parameters(self, agent: str, vector: np.ndarray) -> None:
         self._group(agent).set_consensus_parameters(agent, vector)
+
+    def consensus_layout(self) -> list[tuple[str, tuple[int, ...]]]:
+        return self.groups[0].consensus_layout()
 
     def state_dict(self) -> dict[str, Any]:
         return {"groups": [g.state_dict() for g in self.groups]}

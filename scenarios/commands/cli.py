@@ -105,6 +105,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print(f"metrics: {out}/metrics.csv  evaluations: {out}/eval.csv  "
           f"tensorboard: --logdir {out}/tb  checkpoint: {out}/checkpoint.state")
     print(f"greedy policy on the evaluation days: peergrid evaluate {out}")
+    exchange = out / "exchange.json"
+    if exchange.is_file():
+        t = json.loads(exchange.read_text())
+        print(f"consensus: {t['consensus_steps']} steps, {t['messages_sent']} messages "
+              f"({t['messages_used']} arrived and averaged), {t['bytes_total'] / 1e6:.2f} MB "
+              f"on {t['links']} links, {t['bytes_per_link_per_step'] / 1e3:.1f} kB per link "
+              f"per step: {exchange}")
     return 0
 
 
@@ -150,6 +157,12 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
         learning.pop("algorithms", None)
         out = poisoning(scenario, source, out, seeds=args.seeds or 3, episodes=args.episodes,
                         liar=args.liar, **learning)
+    elif args.name == "faults":
+        from peergrid.scenarios.commands.faults import faults
+
+        learning.pop("algorithms", None)
+        out = faults(scenario, source, out, seeds=args.seeds, episodes=args.episodes,
+                     quick=args.quick, **learning)
     elif args.name == "graphs":
         from peergrid.scenarios.commands.comparison import graphs
 
@@ -312,22 +325,28 @@ def build_parser() -> argparse.ArgumentParser:
     ex = sub.add_parser("experiment", help="named experiments (docs/learning.md)",
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ex.add_argument("name", choices=("baselines", "tune", "paper-comparison", "graphs",
-                                     "poisoning"),
+                                     "poisoning", "faults"),
                     help="baselines: reference policies and both optima; tune: the same small "
                     "grid for every algorithm, scored on the validation window; "
                     "paper-comparison: every algorithm over seeds, on the test window; "
                     "graphs: the networked learner on each communication graph; "
-                    "poisoning: consensus with one lying neighbour, per aggregation rule")
+                    "poisoning: consensus with one lying neighbour, per aggregation rule; "
+                    "faults: both consensus learners against message loss, staleness and "
+                    "partitions, and team reward against bytes for cheaper exchanges")
     ex.add_argument("--scenario", default="ieee13", help="shipped scenario name or TOML path")
     ex.add_argument("--seeds", type=positive_int, default=None,
                     help="seeds per algorithm (default: tune 2, paper-comparison 8, graphs 3, "
-                    "poisoning 3)")
+                    "poisoning 3, faults 5 or 3 with --quick)")
     ex.add_argument("--episodes", type=positive_int, default=None,
-                    help="training episodes per run (default: tune 400, poisoning 200, else "
+                    help="training episodes per run (default: tune 400, poisoning 200, "
+                    "faults 600 or 200 with --quick, else "
                     "algo.episodes)")
     ex.add_argument("--liar", default=None,
                     help="poisoning: the agent that sends forged parameters (default: the "
                     "scenario's first agent)")
+    ex.add_argument("--quick", action="store_true",
+                    help="faults: the reduced size of the committed report (3 seeds x 200 "
+                    "episodes, 84 runs: about half an hour on 2 cores)")
     ex.add_argument("--algos", nargs="+", choices=ALGORITHMS, default=None,
                     help="algorithms to run (default: all)")
     ex.add_argument("--workers", type=positive_int, default=2, help="training runs in parallel")

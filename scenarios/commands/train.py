@@ -17,6 +17,8 @@ Run directory ``runs/NAME/``::
     best.state        the selected policy (best validation team reward)
     test.csv          that policy on the test window (the number a report uses)
     tb/               the same scalars for TensorBoard
+    exchange.json     consensus algorithms: messages and bytes the exchange sent, per
+                      directed link and in total (the wire encoding's size)
     checkpoint.state  learners, optimisers, replay buffer, random states, episode:
                       `--resume` continues exactly where the run stopped
 
@@ -31,7 +33,7 @@ import json
 import datetime as dt
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,7 @@ import pandas as pd
 import torch
 
 from peergrid.agents.learners.config import ONLINE_ALGORITHMS, LearnerConfig  # noqa: F401
+from peergrid.agents.exchange import Encoded, GroupExchange, StepLog, halves, segments_of
 from peergrid.agents.learners.consensus import (cooperative_update, critic_disagreement,
                                                 estimator_disagreement)
 from peergrid.agents.learners.maddpg import MADDPG
@@ -50,6 +53,8 @@ from peergrid.agents.poisoning import Attack, Liar
 from peergrid.agents.records import RoundRecord
 from peergrid.agents.spaces import ACTION_DIM, OBS_DIM
 from peergrid.agents.topology import build_graph, metropolis_weights
+from peergrid.comms.messages import Critic, layout_hash
+from peergrid.comms.wire import Header, encode
 from peergrid.grid.feeders import build_feeder
 from peergrid.grid.powerflow import topology_of
 from peergrid.scenarios.commands.report import grid_violations
@@ -128,7 +133,7 @@ def communication_graph(s: Scenario, agent_ids: list[str]):
     )
 
 
-BEST, CHECKPOINT = "best.state", "checkpoint.state"
+BEST, CHECKPOINT, EXCHANGE = "best.state", "checkpoint.state", "exchange.json"
 
 
 def write_state(path: Path, state: dict[str, Any]) -> None:
@@ -145,6 +150,35 @@ def read_state(path: Path) -> dict[str, Any]:
             f"{path.with_suffix('.pt')}: a run of an older peergrid (torch pickles, which "
             "could run code when loaded): not read; train it again with this version")
     return from_portable(statefile.load(path))
+
+
+@dataclass
+class Traffic:
+    """What a run's consensus exchange put on the wire."""
+
+    steps: int = 0
+    sent: int = 0
+    """Messages sent (each to one neighbour)."""
+    used: int = 0
+    """Messages that arrived and were averaged."""
+    bytes_total: int = 0
+    link_bytes: dict[str, int] = field(default_factory=dict)
+    """Bytes per directed link, ``"a01->a02"``."""
+
+    def add(self, sender: str, receivers: tuple[str, ...], size: int) -> None:
+        for b in receivers:
+            key = f"{sender}->{b}"
+            self.link_bytes[key] = self.link_bytes.get(key, 0) + size
+        self.sent += len(receivers)
+        self.bytes_total += size * len(receivers)
+
+    def summary(self) -> dict[str, Any]:
+        links = max(len(self.link_bytes), 1)
+        return {"consensus_steps": self.steps, "messages_sent": self.sent,
+                "messages_used": self.used, "bytes_total": self.bytes_total,
+                "links": len(self.link_bytes),
+                "bytes_per_link_per_step": self.bytes_total / links / max(self.steps, 1),
+                "link_bytes": dict(sorted(self.link_bytes.items()))}
 
 
 class TrainingDiverged(RuntimeError):
@@ -164,6 +198,9 @@ class Team:
         scales = reward_scales(scenario, algo)
         seeds = [int(stream(seed, "learner", i).integers(2**31)) for i in range(len(self.ids))]
         self.weights: np.ndarray | None = None
+        self.exchange: GroupExchange | None = None
+        self.scenario_id = scenario.scenario.id
+        self.traffic = Traffic()
         if algo == "maddpg":
             self.maddpg = MADDPG(self.ids, OBS_DIM, ACTION_DIM, self.cfg, seeds, scales,
                                  seed=int(stream(seed, "maddpg").integers(2**31)))
@@ -175,6 +212,14 @@ class Team:
             if algo in CONSENSUS:
                 graph = communication_graph(scenario, self.ids)
                 self.weights = metropolis_weights(graph, self.ids)
+                layout = self.group.consensus_layout()
+                self.layout = layout_hash(layout)
+                self.exchange = GroupExchange(
+                    scenario.comms.exchange(seed, halves(graph, self.ids, seed)), self.ids,
+                    self.weights, segments_of(layout))
+                size = self.group.consensus_parameters(self.ids[0]).size
+                self._exact = Encoded("float32", np.zeros(size, np.float32),
+                                      np.zeros(0, np.float32), np.zeros(0, np.int32), -1)
         self.aggregation = scenario.comms.aggregation_rule()
         self.liar = None
         if attack is not None:
@@ -236,9 +281,10 @@ class Team:
             return {}
         self.episodes_in_rollout = 0
         try:
+            before = self.traffic.bytes_total, self.traffic.sent - self.traffic.used
             stats = cooperative_update(self.group, self.cfg.epochs, self.weights,
                                        self.cfg.consensus_period, self.updates * self.cfg.epochs,
-                                       self.aggregation, self.liar)
+                                       self.aggregation, self.liar, self.exchange, self._count)
         except ValueError as err:  # torch refuses a policy with non-finite parameters
             if self._finite():
                 raise
@@ -251,7 +297,22 @@ class Team:
             stats["critic_disagreement"] = critic_disagreement(self.group, self.honest)
         if self.algo == "consensus":
             stats["estimator_disagreement"] = estimator_disagreement(self.group, self.honest)
+        if self.exchange is not None:
+            stats["consensus_bytes"] = self.traffic.bytes_total - before[0]
+            stats["consensus_lost"] = self.traffic.sent - self.traffic.used - before[1]
         return stats
+
+    def _count(self, epoch: int, step: int, log: StepLog) -> None:
+        """The bytes each message of a consensus step takes on the wire: its encoding as
+        a deployed node would send it (the socket counts the same, tested)."""
+        for a, (enc, to) in log.sent.items():
+            if enc is None:  # the stacked step: exact float32 vectors of one size
+                enc = self._exact
+            size = len(encode(Header(self.scenario_id, self.updates, epoch, a, "critic"),
+                              Critic.of(self.updates, epoch, self.layout, enc)))
+            self.traffic.add(a, to, size)
+        self.traffic.steps += 1
+        self.traffic.used += len(log.used)
 
     def _finite(self) -> bool:
         return all(bool(torch.isfinite(p).all()) for opt, _ in self._optimisers()
@@ -259,8 +320,12 @@ class Team:
 
     def state_dict(self) -> dict[str, Any]:
         core = self.maddpg.state_dict() if self.algo == "maddpg" else self.group.state_dict()
-        return {"algo": self.algo, "core": core, "episodes_in_rollout": self.episodes_in_rollout,
-                "updates": self.updates}
+        state = {"algo": self.algo, "core": core,
+                 "episodes_in_rollout": self.episodes_in_rollout, "updates": self.updates}
+        if self.exchange is not None:
+            state["exchange"] = self.exchange.state_dict()
+            state["traffic"] = asdict(self.traffic)
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state["algo"] != self.algo:
@@ -271,6 +336,9 @@ class Team:
             self.group.load_state_dict(state["core"])
         self.episodes_in_rollout = state["episodes_in_rollout"]
         self.updates = state.get("updates", 0)
+        if self.exchange is not None and "exchange" in state:
+            self.exchange.load_state_dict(state["exchange"])
+            self.traffic = Traffic(**state["traffic"])
 
 
 # ---- running days ------------------------------------------------------------------
@@ -481,6 +549,8 @@ def train(scenario: Scenario, source: str, algo: str, seed: int, out: str | Path
             row |= evaluate_choice(scenario, lambda o: selected.act(o, greedy=True),
                                    detail=True)
         _Csv(out / "test.csv", None).append(row)
+    if team.exchange is not None:  # what consensus put on the wire (exchange.json)
+        (out / EXCHANGE).write_text(json.dumps(team.traffic.summary(), indent=1))
     (out / "timing.txt").write_text(
         f"wall_s {time.perf_counter() - started:.2f}\nepisodes {episodes - start_episode}\n")
     return out

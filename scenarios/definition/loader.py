@@ -107,6 +107,8 @@ def fault_name_problems(s: Scenario) -> list[str]:
                                 f"({known}, market, grid)")
     problems += [f"deploy.kills[{i}].agent = {k.agent!r}: not an agent ({known})"
                  for i, k in enumerate(s.deploy.kills) if k.agent not in agents]
+    problems += [f"comms.faults.outages[{i}].agent = {o.agent!r}: not an agent ({known})"
+                 for i, o in enumerate(s.comms.faults.outages) if o.agent not in agents]
     return problems
 
 

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from peergrid.agents.aggregation import Aggregation
+from peergrid.agents.exchange import Codec, Exchange, ExchangeFaults, Outage, StepWindow
 from peergrid.agents.learners.config import LearnerConfig
 from peergrid.agents.prosumer import INVERTER_KVA_PER_KW
 
@@ -275,6 +276,40 @@ class PlacementConfig(_Section):
     )
 
 
+class StepWindowConfig(_Section):
+    start_step: int = Field(ge=0, description="First consensus step (counted over the run).")
+    end_step: int = Field(ge=0, description="Last consensus step (inclusive).")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> StepWindowConfig:
+        if self.end_step < self.start_step:
+            raise ValueError(f"end_step = {self.end_step} is before start_step = "
+                             f"{self.start_step}")
+        return self
+
+
+class OutageConfig(StepWindowConfig):
+    agent: str = Field(description="The agent off the network (it sends and hears nothing).")
+
+
+class ExchangeFaultsConfig(_Section):
+    """Faults of the consensus exchange, drawn from the run's seed per link and step
+    (agents.exchange); a deployment applies them on top of [deploy]'s link faults."""
+
+    loss: float = Field(default=0.0, ge=0, le=1, allow_inf_nan=False,
+                        description="Probability that a consensus message is lost.")
+    staleness: int = Field(default=0, ge=0, description="Consensus steps by which every "
+                           "neighbour's vector is late (a delay).")
+    edge_up: float = Field(default=1.0, ge=0, le=1, allow_inf_nan=False,
+                           description="Probability that a graph edge is present at a step "
+                           "(a time-varying graph); absent, it carries nothing either way.")
+    partitions: list[StepWindowConfig] = Field(
+        default=[], description="Step windows in which the two halves of the graph "
+        "(a Kernighan-Lin bisection) cannot hear each other.")
+    outages: list[OutageConfig] = Field(
+        default=[], description="An agent off the network for a step window.")
+
+
 class CommsConfig(_Section):
     topology: Literal["complete", "ring", "line", "star", "random_geometric", "feeder"] = Field(
         default="ring", description="Communication graph for consensus (used by learning)."
@@ -295,8 +330,31 @@ class CommsConfig(_Section):
                                description="clip: the largest distance a neighbour's vector "
                                "may pull from the agent's own, in parameter units.")
 
+    codec: Literal["float32", "float16", "int8", "topk"] = Field(
+        default="float32",
+        description="How a consensus vector travels: exact float32, float16, int8 with one "
+        "scale per tensor, or topk (a whole vector every keyframe_every steps, in between "
+        "the topk_fraction largest entries of its difference from it). docs/learning.md.")
+    topk_fraction: float = Field(default=0.1, gt=0, le=1, allow_inf_nan=False,
+                                 description="topk: share of the entries sent between keyframes.")
+    keyframe_every: int = Field(default=10, ge=1,
+                                description="topk: consensus steps between whole vectors.")
+    faults: ExchangeFaultsConfig = Field(
+        default_factory=ExchangeFaultsConfig,
+        description="What the network does to the consensus exchange, the same in process "
+        "and deployed ([comms.faults]).")
+
     def aggregation_rule(self) -> Aggregation:
         return Aggregation(self.aggregation, self.trim, self.clip_radius)
+
+    def exchange(self, seed: int, half: dict[str, int]) -> Exchange:
+        """The exchange of a run with ``seed`` on a graph split into ``half``."""
+        f = self.faults
+        return Exchange(
+            ExchangeFaults(f.loss, f.staleness, f.edge_up,
+                           tuple(StepWindow(w.start_step, w.end_step) for w in f.partitions),
+                           tuple(Outage(o.agent, o.start_step, o.end_step) for o in f.outages)),
+            Codec(self.codec, self.topk_fraction, self.keyframe_every), seed, half)
 
 
 class PartitionConfig(_Section):

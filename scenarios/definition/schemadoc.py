@@ -12,6 +12,9 @@ from peergrid.scenarios.definition.schema import (
     AlgoConfig,
     CommsConfig,
     DeployConfig,
+    ExchangeFaultsConfig,
+    OutageConfig,
+    StepWindowConfig,
     KillConfig,
     LearnerOverrides,
     PartitionConfig,
@@ -30,6 +33,9 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("[[agents]]", AgentConfig),
     ("[placement]", PlacementConfig),
     ("[comms]", CommsConfig),
+    ("[comms.faults]", ExchangeFaultsConfig),
+    ("[[comms.faults.partitions]]", StepWindowConfig),
+    ("[[comms.faults.outages]]", OutageConfig),
     ("[algo]", AlgoConfig),
     ("[algo.overrides.<name>]", LearnerOverrides),
     ("[deploy]", DeployConfig),
@@ -61,6 +67,9 @@ def _constraint(meta: Any) -> str:
 
 
 def _default(field: Any) -> str:
+    if field.default_factory is not None:
+        value = field.default_factory()
+        return "its section's defaults" if isinstance(value, BaseModel) else f"`{value!r}`"
     if field.default is PydanticUndefined:
         return "required"
     return f"`{field.default!r}`"
