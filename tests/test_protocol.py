@@ -336,13 +336,14 @@ def test_a_critic_of_another_layout_or_length_is_refused_not_averaged(spec_for, 
     assert [ev for ev, _ in fx.events] == ["rejected_critic"] and not p.critics
     p.on_message(0.0, lg.neighbours[0], 0, 0, Critic(0, 0, lg.layout, mine[:-1]))
     p.on_message(0.0, lg.neighbours[1], 0, 0, Critic(0, 0, lg.layout, mine * 0 + 1))
-    p.s.updates, p.exchange = 0, {"u": 0, "e": 0, "mine": mine, "deadline": 1.0}
+    p.s.updates, p.exchange = 0, {"u": 0, "e": 0, "mine": mine, "deadline": 1.0,
+                                  "expected": list(lg.neighbours)}
     p.update = iter(())
     p.after_update = lambda: None
     p._average(0.5)
     used = p.fx.take().events
     refused = [f for ev, f in used if ev == "rejected_critic"]
-    assert len(refused) == 1 and "values, expected" in refused[0]["reason"]
+    assert len(refused) == 1 and "values once decoded" in refused[0]["reason"]
     done = [f for ev, f in used if ev == "consensus"][0]
     assert lg.neighbours[0] in done["missing"] and lg.neighbours[1] in done["used"]
 

@@ -81,8 +81,11 @@ def test_bad_bodies_name_the_field(body, reason):
 
 def test_arrays_that_lie_about_their_size_are_refused():
     bad = {"dtype": "<f4", "shape": [10], "data": b"\x00" * 8}
+    empty = {"dtype": "<f4", "shape": [0], "data": b""}
     data = msgpack.packb([1, "s", 0, 0, "a01", "critic",
-                          {"update": 0, "step": 0, "layout": "x", "params": bad}])
+                          {"update": 0, "step": 0, "layout": "x", "params": bad,
+                           "codec": "float32", "scales": empty, "index": empty,
+                           "keyframe": -1}])
     with pytest.raises(WireError, match="do not fill"):
         decode(data)
 

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from peergrid.agents.exchange import Exchange, Receiver, Sender, consensus_index, segments_of
 from peergrid.agents.learners.consensus import update_steps
 from peergrid.agents.learners.portable import from_portable, to_portable
 from peergrid.agents.prosumer import Prosumer
@@ -83,6 +84,13 @@ class Learning:
     layout: str = ""
     aggregation: Aggregation = field(default_factory=Aggregation)
     """How the neighbours' vectors are combined ([comms] aggregation)."""
+    exchange: Exchange = field(default_factory=Exchange)
+    """The exchange's fault schedule and encoding ([comms] codec, [comms.faults]): the
+    in-process trainer's, message for message."""
+
+    def step_of(self, update: int, epoch: int) -> int:
+        """The run-wide consensus step after ``epoch`` of ``update``."""
+        return consensus_index(update * self.epochs + epoch + 1, self.consensus_period)
 
 
 @dataclass(frozen=True)
@@ -116,6 +124,10 @@ class ProsumerState:
     updates: int = 0
     open_round: dict[str, Any] | None = None
     rows: int = 0
+    sender: Sender | None = None
+    """The exchange's outgoing side (stale vectors, the last keyframe sent)."""
+    receiver: Receiver | None = None
+    """The exchange's incoming side (the keyframes heard)."""
 
 
 class ProsumerProtocol:
@@ -135,7 +147,12 @@ class ProsumerProtocol:
         self.resuming = state is not None
         self.fx = Effects()
         self.deferred: list[tuple[RoundStart, float]] = []
-        self.critics: dict[tuple[int, int, str], np.ndarray] = {}
+        self.critics: dict[tuple[int, int, str], Critic] = {}
+        if learner is not None and learning is not None and learning.neighbours \
+                and self.s.sender is None:
+            segments = segments_of(learner.consensus_layout())
+            self.s.sender = Sender(learning.exchange, segments)
+            self.s.receiver = Receiver(segments)
         self.update: Any = None  # the running update (a generator), or None
         self.exchange: dict[str, Any] | None = None  # the consensus step being waited for
         self.after_update: Callable[[], None] | None = None
@@ -242,8 +259,11 @@ class ProsumerProtocol:
             # else would sit in the store and crowd out the critics that count
             self.fx.log("rejected_critic", peer=sender, update=msg.update, step=msg.step,
                         reason=f"not a step of update {self.s.updates}")
+        elif not lg.exchange.arrives(sender, self.id, lg.step_of(msg.update, msg.step)):
+            # the fault schedule loses it (the in-process trainer loses the same one)
+            self.fx.log("lost_critic", peer=sender, update=msg.update, step=msg.step)
         elif len(self.critics) < lg.epochs * len(lg.neighbours):  # bounded: one per step
-            self.critics[(msg.update, msg.step, sender)] = msg.params
+            self.critics[(msg.update, msg.step, sender)] = msg
 
     def _on_settlement(self, msg: SettlementMessage, now: float, episode: int, rnd: int) -> None:
         p = self.pending
@@ -403,12 +423,16 @@ class ProsumerProtocol:
             done()
             return
         u, lg = self.s.updates, self.learning
+        t, x = lg.step_of(u, e), lg.exchange
         # a copy: the message goes out after this call returns, and by then the average
         # may already have been written into the learner's parameters
         mine = np.array(self.learner.consensus_parameters(), copy=True)
-        for b in lg.neighbours:
-            self.fx.send(b, Critic(u, e, lg.layout, mine), u, e)
+        to = [b for b in lg.neighbours if x.sends(self.id, b, t)]
+        encoded = self.s.sender.message(mine, t, bool(to))
+        for b in to:
+            self.fx.send(b, Critic.of(u, e, lg.layout, encoded), u, e)
         self.exchange = {"u": u, "e": e, "mine": mine,
+                         "expected": [b for b in lg.neighbours if x.arrives(b, self.id, t)],
                          "deadline": now + self.t.consensus_timeout_s}
 
     def _average(self, now: float) -> None:
@@ -416,14 +440,15 @@ class ProsumerProtocol:
         self.exchange = None
         u, e, mine = x["u"], x["e"], x["mine"]
         values = {self.id: mine}
-        for b in lg.neighbours:
-            v = self.critics.pop((u, e, b), None)
+        for b in x["expected"]:
+            msg = self.critics.pop((u, e, b), None)
+            v = None if msg is None else self.s.receiver.decode(b, msg.encoded())
             if v is not None and v.shape == mine.shape and v.dtype == mine.dtype:
                 values[b] = v
-            elif v is not None:
+            elif msg is not None:
                 self.fx.log("rejected_critic", peer=b, update=u, step=e,
-                            reason=f"{v.size} {v.dtype} values, expected {mine.size} "
-                            f"{mine.dtype}")
+                            reason=f"{msg.codec} vector of {msg.params.size} values: not "
+                            f"{mine.size} {mine.dtype} values once decoded")
         self.learner.set_consensus_parameters(lg.aggregation.combine(self.id, values, lg.weights))
         self.fx.log("consensus", update=u, step=e, used=sorted(values),
                     missing=sorted(set(lg.neighbours) - set(values)))
@@ -437,8 +462,8 @@ class ProsumerProtocol:
             self.finished, self.exit_reason = True, "market_silent"  # whatever was open
         while not self.finished and not self.fx.die:
             if self.exchange is not None:
-                x, lg = self.exchange, self.learning
-                if (all((x["u"], x["e"], b) in self.critics for b in lg.neighbours)
+                x = self.exchange
+                if (all((x["u"], x["e"], b) in self.critics for b in x["expected"])
                         or now >= x["deadline"]):
                     self._average(now)
                     continue

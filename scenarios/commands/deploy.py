@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from peergrid.agents.exchange import Exchange, halves
 from peergrid.agents.learners.config import ONLINE_ALGORITHMS
 from peergrid.comms import spec as S
 from peergrid.comms.keys import KEY_DIR, new_pairs
@@ -117,8 +118,11 @@ def deploy_spec(scenario: Scenario, policy: str, out: str | Path, days: int = 1,
         algo = team.algo
     learning_algo = algo if (policy in ONLINE_ALGORITHMS or learn) else None
     row_of: dict[str, dict[str, float]] = {}
+    exchange = None
     if learning_algo in CONSENSUS:
-        weights = metropolis_weights(communication_graph(scenario, agents), agents)
+        graph = communication_graph(scenario, agents)
+        weights = metropolis_weights(graph, agents)
+        exchange = scenario.comms.exchange(seed, halves(graph, agents, seed))
         row_of = {a: {b: float(weights[i, j]) for j, b in enumerate(agents) if weights[i, j] > 0}
                   for i, a in enumerate(agents)}
     scales = reward_scales(scenario, algo) if algo not in REFERENCE_POLICIES else {}
@@ -161,7 +165,7 @@ def deploy_spec(scenario: Scenario, policy: str, out: str | Path, days: int = 1,
                 layout = layout_of["fresh"] = layout_hash(probe.consensus_layout())
             learning = Learning(cfg.rollout_days, cfg.epochs, cfg.consensus_period,
                                 tuple(b for b in row if b != a.id), row, layout,
-                                scenario.comms.aggregation_rule())
+                                scenario.comms.aggregation_rule(), exchange or Exchange())
         nodes[a.id] = S.ProsumerNode(
             p.spec, [float(x) for x in p.load_kw], [float(x) for x in p.pv_kw], p.dt_h,
             p.signals, scenario.feeder.slack_vm_pu,
