@@ -11,6 +11,15 @@ The last line is machine-readable:
 
 Each algorithm runs with its settings in the scenario (``[algo.overrides.<name>]``:
 MADDPG's minibatch of 1,024 costs more per update than PPO's).
+
+``--faults`` measures instead what the consensus exchange's fault model and encodings
+cost (agents.exchange): the networked actor-critic with a perfect network, then with
+loss 0.3, staleness 4, a time-varying graph (edge_up 0.8), a partition and an outage,
+then with each compressed encoding, runs alternated ``--repeats`` times so that load
+on the machine hits every variant alike; it prints each variant's rounds/s over the
+perfect network's, median over repeats:
+
+    faults overhead_pct faulty=<x> float16=<y> int8=<z> topk=<w>
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ from __future__ import annotations
 import argparse
 import time
 
+import numpy as np
 import torch
 
 from peergrid.scenarios.runtime.env import PeerGridEnv
@@ -36,8 +46,21 @@ class Timer:
         return t1
 
 
-def bench(algo: str, episodes: int, stacked: bool = True) -> dict[str, float]:
-    scenario = load_scenario("ieee13")
+FAULTY = {"loss": 0.3, "staleness": 4, "edge_up": 0.8,
+          "partitions": [{"start_step": 20, "end_step": 60}],
+          "outages": [{"agent": "a05", "start_step": 0, "end_step": 40}]}
+VARIANTS = {"perfect": {}, "faulty": {"faults": FAULTY}, "float16": {"codec": "float16"},
+            "int8": {"codec": "int8"}, "topk": {"codec": "topk"}}
+
+
+def with_comms(scenario, update: dict):
+    comms = scenario.comms.model_validate({**scenario.comms.model_dump(), **update})
+    return scenario.model_copy(update={"comms": comms})
+
+
+def bench(algo: str, episodes: int, stacked: bool = True,
+          comms: dict | None = None) -> dict[str, float]:
+    scenario = with_comms(load_scenario("ieee13"), comms or {})
     env = PeerGridEnv(training_window(scenario))
     team = Team(algo, scenario, seed=0, stacked=stacked)
     days = stream(0, "train-days")
@@ -65,12 +88,34 @@ def bench(algo: str, episodes: int, stacked: bool = True) -> dict[str, float]:
             **{f"{k}_pct": 100 * v / wall for k, v in timer.s.items()}}
 
 
+def faults(episodes: int, repeats: int) -> None:
+    print(f"consensus on ieee13, {episodes} episodes per run, {repeats} alternated repeats")
+    rates: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    for _ in range(repeats):
+        for name, update in VARIANTS.items():
+            rates[name].append(bench("consensus", episodes, comms=update)["rounds_per_s"])
+    print(f"{'variant':<10}{'rounds/s (each repeat)':>34}{'overhead %':>12}")
+    overhead = {}
+    for name, r in rates.items():
+        ratios = [p / x for p, x in zip(rates["perfect"], r, strict=True)]
+        overhead[name] = 100 * (float(np.median(ratios)) - 1)
+        print(f"{name:<10}{' '.join(f'{x:7.0f}' for x in r):>34}{overhead[name]:>12.1f}")
+    print("faults overhead_pct " + " ".join(f"{n}={overhead[n]:.1f}" for n in VARIANTS
+                                            if n != "perfect"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--episodes", type=int, default=60)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--faults", action="store_true",
+                        help="the fault model's and the encodings' cost instead")
+    parser.add_argument("--repeats", type=int, default=3, help="--faults: alternated runs")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.faults:
+        faults(args.episodes, args.repeats)
+        return
     print(f"ieee13, 13 agents, {args.episodes} episodes x 24 rounds, torch threads "
           f"{args.threads}")
     print("stacked: one batched tensor operation for all 13 agents' networks (the default);")
