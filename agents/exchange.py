@@ -11,8 +11,10 @@ draws, so both runtimes lose the same messages (tests/test_exchange_faults.py).
 - ``loss``: each message is lost with this probability (one draw per link and step);
   it was sent (its bytes count) but never arrives.
 - ``staleness``: the vector that arrives at step t is the one the sender had at step
-  t - staleness (a delay of that many steps, as in asynchronous consensus); while the
-  pipe fills (t < staleness) nothing arrives, and nothing is sent.
+  t - staleness, as a delay of that many steps would deliver it (asynchronous
+  consensus); whether it arrives is judged at step t, like any message of step t (a
+  stale read: an outage at t - staleness does not stop it). While the pipe fills
+  (t < staleness) nothing is sent.
 - ``partitions``: step windows in which every link between the two halves of the graph
   (``halves``, a Kernighan-Lin bisection) loses everything sent over it.
 - ``outages``: an agent off the network for a step window: it sends nothing and hears
@@ -25,11 +27,14 @@ A neighbour whose vector did not arrive has its weight moved to the agent's own
 (``agents.topology.consensus_average``): with an edge absent both ways the step's matrix
 stays doubly stochastic; a one-way loss makes it only row-stochastic.
 
-``Codec`` says how a vector travels: ``float32`` (exact), ``float16``, ``int8`` with
-one scale per tensor, or ``topk``: a whole float32 vector (a keyframe) every
-``keyframe_every`` steps and in between only the ``topk_fraction`` largest entries of its
-difference from the last keyframe (positions and values). A receiver that missed the
-keyframe cannot use the differences from it until the next one: they count as lost.
+``Codec`` says how a vector travels: ``float32`` (exact), ``float16`` or ``int8``,
+each with one float32 scale per tensor (its largest magnitude maps to 2^14 or 127: int8
+rounds a tensor's small entries to zero, float16 keeps ~3 significant digits down to
+1e-12 of the largest), or ``topk``: a whole float32 vector (a keyframe) every
+``keyframe_every`` steps and in between only the ``topk_fraction`` largest entries of
+its difference from the last keyframe (positions and values). A receiver that missed
+the keyframe cannot use the differences from it until the next one: they count as lost.
+Loss and edges are drawn independently per step (no bursts).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import math
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import networkx as nx
 import numpy as np
@@ -46,7 +52,6 @@ from peergrid.agents.seeding import stream
 from peergrid.agents.statefile import state_class
 
 CODECS = ("float32", "float16", "int8", "topk")
-_FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
 @dataclass(frozen=True)
@@ -114,11 +119,6 @@ class Exchange:
     """The run's seed (the draws of ``loss`` and ``edge_up``)."""
     half: dict[str, int] = field(default_factory=dict)
     """Each agent's half of the graph (0 or 1) for ``partitions``."""
-
-    @property
-    def plain(self) -> bool:
-        """No fault and exact vectors: Zhang et al.'s step."""
-        return not self.faults.active and self.codec.kind == "float32"
 
     def down(self, agent: str, step: int) -> bool:
         return any(o.agent == agent and o.start_step <= step <= o.end_step
@@ -191,46 +191,58 @@ class Encoded:
 
 _EMPTY_F = np.zeros(0, np.float32)
 _EMPTY_I = np.zeros(0, np.int32)
+_RANGE = {"float16": 2.0**14, "int8": 127.0}
+"""What a tensor's largest magnitude maps to: int8's largest level; for float16 a power
+of two well inside its range, so that neither the largest entries overflow nor the
+small ones (Adam's second moments, ~1e-8) underflow as they would unscaled."""
+_DTYPE = {"float32": np.float32, "float16": np.float16, "int8": np.int8, "topk": np.float32}
+
+
+def _per_value_scales(v: np.ndarray, segments: Sequence[int], top: float
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """One scale per tensor (its largest magnitude / ``top``), and that scale repeated
+    over the tensor's values (1 where a tensor is all zeros)."""
+    if sum(segments) != v.size:
+        raise ValueError(f"a vector of {v.size} values for tensors of {sum(segments)}")
+    bounds = np.cumsum((0, *segments))
+    peaks = [float(np.abs(v[lo:hi]).max(initial=0.0)) for lo, hi in zip(bounds[:-1], bounds[1:])]
+    scales = (np.asarray(peaks) / top).astype(np.float32)
+    return scales, np.repeat(np.where(scales > 0, scales, 1.0).astype(np.float32), segments)
 
 
 @state_class
 class Sender:
-    """One agent's outgoing side: the vectors of the last ``staleness`` steps and, for
-    ``topk``, the keyframe it last sent."""
+    """One agent's outgoing side: its vectors of the last ``staleness`` steps (each with
+    its step) and, for ``topk``, the keyframe it last sent."""
 
     def __init__(self, exchange: Exchange, segments: Sequence[int]) -> None:
         self.exchange, self.segments = exchange, tuple(segments)
-        self.history: list[np.ndarray] = []
+        self.history: list[tuple[int, np.ndarray]] = []
         self.keyframe: tuple[int, np.ndarray] | None = None
 
     def message(self, vector: np.ndarray, step: int, sending: bool) -> Encoded | None:
         """Record ``vector`` (the agent's at ``step``) and, when ``sending`` to anyone,
-        the encoding of what it sends at ``step`` (its vector ``staleness`` steps ago)."""
+        the encoding of what it sends at ``step``: its vector of step - staleness
+        (nothing if it has none, as while the pipe fills)."""
         lag = self.exchange.faults.staleness
-        self.history.append(np.asarray(vector, np.float32))
-        del self.history[:-(lag + 1)]
-        if not sending or len(self.history) <= lag:
+        self.history = [(t, v) for t, v in self.history if t >= step - lag]
+        self.history.append((step, np.array(vector, np.float32)))
+        old = next((v for t, v in self.history if t == step - lag), None)
+        if not sending or old is None:
             return None
-        return self._encode(self.history[0], step)
+        return self._encode(old, step)
 
     def _encode(self, v: np.ndarray, step: int) -> Encoded:
         c = self.exchange.codec
         if c.kind == "float32":
             return Encoded("float32", v, _EMPTY_F, _EMPTY_I, -1)
-        if c.kind == "float16":
-            return Encoded("float16", np.clip(v, -_FLOAT16_MAX, _FLOAT16_MAX).astype(np.float16),
-                           _EMPTY_F, _EMPTY_I, -1)
-        if c.kind == "int8":
-            if sum(self.segments) != v.size:
-                raise ValueError(f"int8: a vector of {v.size} values for tensors of "
-                                 f"{sum(self.segments)}")
-            bounds = np.cumsum((0, *self.segments))[:-1]
-            peak = np.maximum.reduceat(np.abs(v), bounds) if v.size else _EMPTY_F
-            scales = (peak / 127.0).astype(np.float32)
-            per_value = np.repeat(np.where(scales > 0, scales, 1.0).astype(np.float32),
-                                  self.segments)
-            q = np.clip(np.rint(v / per_value), -127, 127).astype(np.int8)
-            return Encoded("int8", q, scales, _EMPTY_I, -1)
+        if c.kind in _RANGE:
+            scales, per_value = _per_value_scales(v, self.segments, _RANGE[c.kind])
+            scaled = v / per_value
+            if c.kind == "int8":
+                return Encoded("int8", np.clip(np.rint(scaled), -127, 127).astype(np.int8),
+                               scales, _EMPTY_I, -1)
+            return Encoded("float16", scaled.astype(np.float16), scales, _EMPTY_I, -1)
         if self.keyframe is None or step % c.keyframe_every == 0:
             self.keyframe = (step, v)
             return Encoded("topk", v, _EMPTY_F, _EMPTY_I, step)
@@ -241,36 +253,75 @@ class Sender:
         return Encoded("topk", diff[index], _EMPTY_F, index, key_step)
 
 
+class Undecodable(ValueError):
+    """A vector that cannot be rebuilt (its reason): left out of the average."""
+
+
 @state_class
 class Receiver:
-    """One agent's incoming side: the keyframe it last heard from each neighbour."""
+    """One agent's incoming side: what it accepts (its codec, the tensors' sizes) and
+    the keyframe it last heard from each neighbour. Everything a neighbour sends is
+    checked before use: a malformed vector is refused, never averaged or allowed to
+    raise in the node."""
 
-    def __init__(self, segments: Sequence[int]) -> None:
+    def __init__(self, segments: Sequence[int], codec: Codec | None = None) -> None:
         self.segments = tuple(segments)
+        self.size = sum(self.segments)
+        self.codec = codec or Codec()
         self.keyframes: dict[str, tuple[int, np.ndarray]] = {}
 
-    def decode(self, sender: str, e: Encoded) -> np.ndarray | None:
-        """The float32 vector ``e`` carries, or None when it cannot be rebuilt (a
-        difference from a keyframe this agent never heard)."""
-        if e.codec == "float32":
-            return np.asarray(e.values, np.float32)
-        if e.codec == "float16":
-            return e.values.astype(np.float32)
-        if e.codec == "int8":
-            if e.scales.size != len(self.segments) or e.values.size != sum(self.segments):
-                return None
-            return e.values.astype(np.float32) * np.repeat(e.scales, self.segments)
-        if e.index.size == 0:  # a keyframe
-            v = np.asarray(e.values, np.float32)
-            self.keyframes[sender] = (e.keyframe, v)
-            return v
+    def decode(self, sender: str, e: Encoded) -> np.ndarray:
+        """The float32 vector ``e`` carries; ``Undecodable`` with the reason if it does
+        not fit, or is a difference from a keyframe this agent did not hear."""
+        kind, n = self.codec.kind, self.size
+        if e.codec != kind:
+            raise Undecodable(f"codec {e.codec!r:.20}, expected {kind!r}")
+        values = e.values
+        if values.ndim != 1 or values.dtype != _DTYPE[kind]:
+            raise Undecodable(f"values of shape {values.shape} and dtype {values.dtype}, "
+                              f"expected one {np.dtype(_DTYPE[kind])} vector")
+        if kind == "topk" and e.index.size:
+            return self._difference(sender, e)
+        if values.size != n:
+            raise Undecodable(f"{values.size} values, expected {n}")
+        if kind == "float32":
+            return values.astype(np.float32, copy=True)
+        if kind in _RANGE:
+            scales = e.scales
+            if (scales.shape != (len(self.segments),) or scales.dtype != np.float32
+                    or (scales < 0).any()):
+                raise Undecodable(f"scales of shape {scales.shape}, expected "
+                                  f"{len(self.segments)} non-negative float32")
+            with np.errstate(over="ignore"):
+                return _finite(values.astype(np.float32) * np.repeat(scales, self.segments))
+        if e.keyframe < 0:
+            raise Undecodable(f"a keyframe of step {e.keyframe}")
+        v = values.astype(np.float32, copy=True)
+        self.keyframes[sender] = (e.keyframe, v)
+        return v.copy()
+
+    def _difference(self, sender: str, e: Encoded) -> np.ndarray:
+        index, n = e.index, self.size
+        if (index.ndim != 1 or index.dtype.kind != "i" or index.size != e.values.size
+                or index.size > n):
+            raise Undecodable(f"{index.size} positions of dtype {index.dtype} for "
+                              f"{e.values.size} values")
+        if index[0] < 0 or index[-1] >= n or (index.size > 1 and (np.diff(index) <= 0).any()):
+            raise Undecodable(f"positions not increasing within 0..{n - 1}")
         held = self.keyframes.get(sender)
-        if (held is None or held[0] != e.keyframe or e.index.size != e.values.size
-                or e.index.min() < 0 or e.index.max() >= held[1].size):
-            return None
+        if held is None or held[0] != e.keyframe:
+            raise Undecodable(f"a difference from the keyframe of step {e.keyframe}, which "
+                              "this agent did not hear")
         v = held[1].copy()
-        v[e.index] += e.values
-        return v
+        v[index] += e.values
+        return _finite(v)
+
+
+def _finite(v: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        if not np.isfinite(v).all():
+            raise Undecodable("values beyond float32 once decoded")
+    return v
 
 
 @dataclass
@@ -293,9 +344,10 @@ class GroupExchange:
         self.neighbours = {a: [b for j, b in enumerate(order) if weights[i, j] > 0 and b != a]
                            for i, a in enumerate(order)}
         self.senders = {a: Sender(exchange, segments) for a in order}
-        self.receivers = {a: Receiver(segments) for a in order}
-        self.stacked_history: list = []
-        """The stacked runtime's snapshots of every agent's shared tensors (staleness)."""
+        self.receivers = {a: Receiver(segments, exchange.codec) for a in order}
+        self.stacked_history: list[tuple[int, Any]] = []
+        """The stacked runtime's snapshots of every agent's shared tensors, with their
+        steps (staleness)."""
 
     def step(self, step: int, vectors: Mapping[str, np.ndarray],
              sent_vectors: Mapping[str, np.ndarray] | None = None
@@ -314,10 +366,11 @@ class GroupExchange:
         for a, (enc, to) in log.sent.items():
             for b in to:
                 if x.arrives(a, b, step):
-                    v = self.receivers[b].decode(a, enc)
-                    if v is not None:
-                        heard[b][a] = v
-                        log.used.add((a, b))
+                    try:
+                        heard[b][a] = self.receivers[b].decode(a, enc)
+                    except Undecodable:  # a top-k difference from a keyframe lost
+                        continue
+                    log.used.add((a, b))
         return heard, log
 
     def state_dict(self) -> dict:

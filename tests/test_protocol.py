@@ -343,7 +343,7 @@ def test_a_critic_of_another_layout_or_length_is_refused_not_averaged(spec_for, 
     p._average(0.5)
     used = p.fx.take().events
     refused = [f for ev, f in used if ev == "rejected_critic"]
-    assert len(refused) == 1 and "values once decoded" in refused[0]["reason"]
+    assert len(refused) == 1 and "values, expected" in refused[0]["reason"]
     done = [f for ev, f in used if ev == "consensus"][0]
     assert lg.neighbours[0] in done["missing"] and lg.neighbours[1] in done["used"]
 

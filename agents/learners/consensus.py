@@ -87,10 +87,15 @@ def _masked_step(holder, order: Sequence[str], weights: np.ndarray, exchange: Gr
     if lag == 0:
         holder.average_shared(order, effective)
         return log
-    history = exchange.stacked_history
-    history.append(holder.shared_snapshot())
-    del history[:-(lag + 1)]
-    holder.average_shared(order, effective, sent=history[0] if len(history) > lag else None)
+    history = [(t, snap) for t, snap in exchange.stacked_history if t >= step - lag]
+    history.append((step, holder.shared_snapshot()))
+    exchange.stacked_history = history
+    old = next((snap for t, snap in history if t == step - lag), None)
+    if old is None:  # nobody has a vector that old (a sender would send nothing)
+        log.sent.clear()
+        log.used.clear()
+        return log
+    holder.average_shared(order, effective, sent=old)
     return log
 
 

@@ -106,7 +106,7 @@ def apply(fx: Effects, node: Node, writer: RunWriter, checkpoints: Checkpoints |
     if fx.checkpoint is not None and checkpoints is not None:
         checkpoints.save(fx.checkpoint)
     for event, fields in fx.events:
-        if event == "round":  # what the links carried so far (`peergrid logs agent`)
+        if event in ("round", "consensus"):  # what the links carried so far (bytes too)
             fields = {**fields, "links": node.link_counters()}
         node.events.event(node.global_round, event, fields)
     for s in fx.sends:

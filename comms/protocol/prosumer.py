@@ -33,7 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from peergrid.agents.exchange import Exchange, Receiver, Sender, consensus_index, segments_of
+from peergrid.agents.exchange import (Exchange, Receiver, Sender, Undecodable, consensus_index,
+                                      segments_of)
 from peergrid.agents.learners.consensus import update_steps
 from peergrid.agents.learners.portable import from_portable, to_portable
 from peergrid.agents.prosumer import Prosumer
@@ -152,7 +153,7 @@ class ProsumerProtocol:
                 and self.s.sender is None:
             segments = segments_of(learner.consensus_layout())
             self.s.sender = Sender(learning.exchange, segments)
-            self.s.receiver = Receiver(segments)
+            self.s.receiver = Receiver(segments, learning.exchange.codec)
         self.update: Any = None  # the running update (a generator), or None
         self.exchange: dict[str, Any] | None = None  # the consensus step being waited for
         self.after_update: Callable[[], None] | None = None
@@ -429,7 +430,7 @@ class ProsumerProtocol:
         mine = np.array(self.learner.consensus_parameters(), copy=True)
         to = [b for b in lg.neighbours if x.sends(self.id, b, t)]
         encoded = self.s.sender.message(mine, t, bool(to))
-        for b in to:
+        for b in to if encoded is not None else ():  # None: no vector of step t - staleness
             self.fx.send(b, Critic.of(u, e, lg.layout, encoded), u, e)
         self.exchange = {"u": u, "e": e, "mine": mine,
                          "expected": [b for b in lg.neighbours if x.arrives(b, self.id, t)],
@@ -442,13 +443,16 @@ class ProsumerProtocol:
         values = {self.id: mine}
         for b in x["expected"]:
             msg = self.critics.pop((u, e, b), None)
-            v = None if msg is None else self.s.receiver.decode(b, msg.encoded())
-            if v is not None and v.shape == mine.shape and v.dtype == mine.dtype:
-                values[b] = v
-            elif msg is not None:
-                self.fx.log("rejected_critic", peer=b, update=u, step=e,
-                            reason=f"{msg.codec} vector of {msg.params.size} values: not "
-                            f"{mine.size} {mine.dtype} values once decoded")
+            if msg is None:
+                continue
+            try:
+                v = self.s.receiver.decode(b, msg.encoded())
+                if v.shape != mine.shape:
+                    raise Undecodable(f"{v.size} values once decoded, expected {mine.size}")
+            except Undecodable as why:  # malformed, or a difference from a keyframe lost
+                self.fx.log("rejected_critic", peer=b, update=u, step=e, reason=str(why))
+                continue
+            values[b] = v
         self.learner.set_consensus_parameters(lg.aggregation.combine(self.id, values, lg.weights))
         self.fx.log("consensus", update=u, step=e, used=sorted(values),
                     missing=sorted(set(lg.neighbours) - set(values)))

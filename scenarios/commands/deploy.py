@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from peergrid.agents.exchange import Exchange, halves
+from peergrid.agents.exchange import Exchange
 from peergrid.agents.learners.config import ONLINE_ALGORITHMS
 from peergrid.comms import spec as S
 from peergrid.comms.keys import KEY_DIR, new_pairs
@@ -96,8 +96,8 @@ def deploy_spec(scenario: Scenario, policy: str, out: str | Path, days: int = 1,
                                               feeder_choice, feeder_nodes, penalty_rule,
                                               public_scale)
     from peergrid.scenarios.commands.train import (CONSENSUS, PPO_MODES, communication_graph,
-                                          learner_config, learner_dims, load_team,
-                                          reward_scales, shared_seed)
+                                          graph_halves, learner_config, learner_dims,
+                                          load_team, reward_scales, shared_seed)
 
     out = Path(out)
     agents = [a.id for a in scenario.agents]
@@ -122,7 +122,7 @@ def deploy_spec(scenario: Scenario, policy: str, out: str | Path, days: int = 1,
     if learning_algo in CONSENSUS:
         graph = communication_graph(scenario, agents)
         weights = metropolis_weights(graph, agents)
-        exchange = scenario.comms.exchange(seed, halves(graph, agents, seed))
+        exchange = scenario.comms.exchange(seed, graph_halves(scenario, graph))
         row_of = {a: {b: float(weights[i, j]) for j, b in enumerate(agents) if weights[i, j] > 0}
                   for i, a in enumerate(agents)}
     scales = reward_scales(scenario, algo) if algo not in REFERENCE_POLICIES else {}

@@ -133,6 +133,13 @@ def communication_graph(s: Scenario, agent_ids: list[str]):
     )
 
 
+def graph_halves(s: Scenario, graph) -> dict[str, int]:
+    """The two halves a ``[comms.faults]`` partition cuts apart: a property of the
+    scenario's graph, the same for every training seed."""
+    return halves(graph, [a.id for a in s.agents],
+                  seed=int(stream(s.scenario.seed, "graph-halves").integers(2**31)))
+
+
 BEST, CHECKPOINT, EXCHANGE = "best.state", "checkpoint.state", "exchange.json"
 
 
@@ -215,7 +222,7 @@ class Team:
                 layout = self.group.consensus_layout()
                 self.layout = layout_hash(layout)
                 self.exchange = GroupExchange(
-                    scenario.comms.exchange(seed, halves(graph, self.ids, seed)), self.ids,
+                    scenario.comms.exchange(seed, graph_halves(scenario, graph)), self.ids,
                     self.weights, segments_of(layout))
                 size = self.group.consensus_parameters(self.ids[0]).size
                 self._exact = Encoded("float32", np.zeros(size, np.float32),
@@ -530,8 +537,10 @@ def train(scenario: Scenario, source: str, algo: str, seed: int, out: str | Path
                     tb.add_scalar(f"validation/{k}", ev[k], episode + 1)
             if ev["team_reward"] > best["team_reward"]:  # model selection: validation only
                 best = {"team_reward": ev["team_reward"], "episode": episode + 1}
-                write_state(out / BEST, {"team": team.state_dict(), "algo": algo,
-                                         "seed": seed, "episode": episode + 1})
+                policy = {k: v for k, v in team.state_dict().items()
+                          if k not in ("exchange", "traffic")}  # a policy, not a run
+                write_state(out / BEST, {"team": policy, "algo": algo, "seed": seed,
+                                         "episode": episode + 1})
             write_state(ckpt_path, {"team": team.state_dict(),
                                     "day_rng": day_rng.bit_generator.state,
                                     "env": train_env.state_dict(), "episode": episode + 1,
