@@ -17,9 +17,9 @@ cost (agents.exchange): the networked actor-critic with a perfect network, then 
 loss 0.3, staleness 4, a time-varying graph (edge_up 0.8), a partition and an outage,
 then with each compressed encoding, runs alternated ``--repeats`` times so that load
 on the machine hits every variant alike; it prints each variant's rounds/s over the
-perfect network's, median over repeats:
+training without the exchange's bookkeeping, median over repeats:
 
-    faults overhead_pct faulty=<x> float16=<y> int8=<z> topk=<w>
+    faults overhead_pct perfect=<v> faulty=<x> float16=<y> int8=<z> topk=<w>
 """
 
 from __future__ import annotations
@@ -49,8 +49,11 @@ class Timer:
 FAULTY = {"loss": 0.3, "staleness": 4, "edge_up": 0.8,
           "partitions": [{"start_step": 20, "end_step": 60}],
           "outages": [{"agent": "a05", "start_step": 0, "end_step": 40}]}
-VARIANTS = {"perfect": {}, "faulty": {"faults": FAULTY}, "float16": {"codec": "float16"},
-            "int8": {"codec": "int8"}, "topk": {"codec": "topk"}}
+VARIANTS = {"no exchange": None, "perfect": {}, "faulty": {"faults": FAULTY},
+            "float16": {"codec": "float16"}, "int8": {"codec": "int8"},
+            "topk": {"codec": "topk"}}
+"""``no exchange``: the consensus step without the exchange's bookkeeping (what
+training was before the fault model: no schedule, no byte counting)."""
 
 
 def with_comms(scenario, update: dict):
@@ -58,11 +61,13 @@ def with_comms(scenario, update: dict):
     return scenario.model_copy(update={"comms": comms})
 
 
-def bench(algo: str, episodes: int, stacked: bool = True,
-          comms: dict | None = None) -> dict[str, float]:
+def bench(algo: str, episodes: int, stacked: bool = True, comms: dict | None = None,
+          exchange: bool = True) -> dict[str, float]:
     scenario = with_comms(load_scenario("ieee13"), comms or {})
     env = PeerGridEnv(training_window(scenario))
     team = Team(algo, scenario, seed=0, stacked=stacked)
+    if not exchange:
+        team.exchange = None
     days = stream(0, "train-days")
     timer = Timer()
     rounds = 0
@@ -93,15 +98,16 @@ def faults(episodes: int, repeats: int) -> None:
     rates: dict[str, list[float]] = {v: [] for v in VARIANTS}
     for _ in range(repeats):
         for name, update in VARIANTS.items():
-            rates[name].append(bench("consensus", episodes, comms=update)["rounds_per_s"])
-    print(f"{'variant':<10}{'rounds/s (each repeat)':>34}{'overhead %':>12}")
+            r = bench("consensus", episodes, comms=update, exchange=update is not None)
+            rates[name].append(r["rounds_per_s"])
+    print(f"{'variant':<12}{'rounds/s (each repeat)':>32}{'overhead %':>12}")
     overhead = {}
     for name, r in rates.items():
-        ratios = [p / x for p, x in zip(rates["perfect"], r, strict=True)]
+        ratios = [p / x for p, x in zip(rates["no exchange"], r, strict=True)]
         overhead[name] = 100 * (float(np.median(ratios)) - 1)
-        print(f"{name:<10}{' '.join(f'{x:7.0f}' for x in r):>34}{overhead[name]:>12.1f}")
-    print("faults overhead_pct " + " ".join(f"{n}={overhead[n]:.1f}" for n in VARIANTS
-                                            if n != "perfect"))
+        print(f"{name:<12}{' '.join(f'{x:7.0f}' for x in r):>32}{overhead[name]:>12.1f}")
+    print("faults overhead_pct " + " ".join(f"{n.replace(' ', '_')}={overhead[n]:.1f}"
+                                            for n in VARIANTS if n != "no exchange"))
 
 
 def main() -> None:
