@@ -68,3 +68,45 @@ def test_poisoning_reports_every_rule_and_attack_and_a_random_liar_breaks_metrop
     assert int(rows[("median", "random")]["diverged"]) == 0
     assert (out / "poisoning.png").stat().st_size > 0
     assert "lying neighbour" in (out / "report.md").read_text()
+
+
+def test_the_fault_sweep_reports_every_axis_and_what_each_exchange_costs(ieee13_scenario,
+                                                                        tmp_path):
+    from peergrid.scenarios.commands.faults import CHEAPER, LOSSES, faults
+
+    out = faults(_tiny(ieee13_scenario), "ieee13.toml", tmp_path / "f", seeds=2, episodes=4,
+                 progress=False)
+    with open(out / "summary.csv") as f:
+        rows = {(r["algo"], r["axis"], r["value"]): r for r in csv.DictReader(f)}
+    assert len(rows) == 2 * 14 + len(CHEAPER) + 1
+    arrived = [float(rows[("consensus", "loss", str(x))]["arrived_share_mean"]) for x in LOSSES]
+    assert arrived[0] == 1.0 and arrived[-1] < arrived[1] < 1.0
+    exact = float(rows[("consensus", "loss", "0.0")]["bytes_total_mean"])
+    share = {k: float(rows[("consensus", "cheaper", k)]["bytes_total_mean"]) / exact
+             for k in CHEAPER}
+    assert 0.49 < share["float16"] < 0.51 and 0.24 < share["int8"] < 0.26
+    assert share["topk 10 %"] < 0.5
+    assert float(rows[("consensus", "loss", "1.0")]["arrived_share_mean"]) == 0
+    # 4 steps in a run: a staleness of 4 (two updates) sends nothing, ippo exchanges nothing
+    assert float(rows[("consensus", "staleness", "4")]["bytes_total_mean"]) == 0
+    assert float(rows[("ippo", "none", "-")]["bytes_total_mean"]) == 0
+    for figure in ("faults.png", "bytes.png"):
+        assert (out / figure).stat().st_size > 0
+    assert "What each byte of consensus buys" in (out / "report.md").read_text()
+
+
+def test_a_deployed_online_learner_equals_the_in_process_one_of_its_seed(ieee13_scenario,
+                                                                          tmp_path):
+    import pandas as pd
+
+    from peergrid.scenarios.commands.deploy import with_faults
+    from peergrid.scenarios.commands.faults import confirm_deployed
+
+    s = with_faults(_tiny(ieee13_scenario), base_port=29600)
+    out = confirm_deployed(s, "ieee13.toml", tmp_path / "d", loss=0.3, days=4, seeds=2)
+    rows = pd.read_csv(out / "deployed.csv")
+    deployed = rows[rows.runtime == "zeromq"].iloc[0]
+    assert deployed.seed == 2  # not one of the in-process seeds 0 and 1
+    same = rows[(rows.runtime == "in-process") & (rows.seed == deployed.seed)].iloc[0]
+    assert deployed.team_reward == same.team_reward  # 13 processes, sockets: the same run
+    assert "the two runtimes agree" in (out / "deployed.md").read_text()

@@ -163,6 +163,13 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
         learning.pop("algorithms", None)
         out = faults(scenario, source, out, seeds=args.seeds, episodes=args.episodes,
                      quick=args.quick, **learning)
+    elif args.name == "faults-deployed":
+        from peergrid.scenarios.commands.faults import confirm_deployed
+
+        out = confirm_deployed(scenario, source, out, loss=args.loss, days=args.days,
+                               seeds=args.seeds or 5, force=args.force, sweep=args.sweep)
+        print((out / "deployed.md").read_text())
+        return 0
     elif args.name == "graphs":
         from peergrid.scenarios.commands.comparison import graphs
 
@@ -276,6 +283,16 @@ def non_negative_int(text: str) -> int:
     return _integer(text, 0, "is negative")
 
 
+def probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{value} is not a probability in [0, 1]")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="peergrid", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -325,14 +342,16 @@ def build_parser() -> argparse.ArgumentParser:
     ex = sub.add_parser("experiment", help="named experiments (docs/learning.md)",
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ex.add_argument("name", choices=("baselines", "tune", "paper-comparison", "graphs",
-                                     "poisoning", "faults"),
+                                     "poisoning", "faults", "faults-deployed"),
                     help="baselines: reference policies and both optima; tune: the same small "
                     "grid for every algorithm, scored on the validation window; "
                     "paper-comparison: every algorithm over seeds, on the test window; "
                     "graphs: the networked learner on each communication graph; "
                     "poisoning: consensus with one lying neighbour, per aggregation rule; "
                     "faults: both consensus learners against message loss, staleness and "
-                    "partitions, and team reward against bytes for cheaper exchanges")
+                    "partitions, and team reward against bytes for cheaper exchanges; "
+                    "faults-deployed: one loss point learned online by a real deployment "
+                    "and in process over seeds")
     ex.add_argument("--scenario", default="ieee13", help="shipped scenario name or TOML path")
     ex.add_argument("--seeds", type=positive_int, default=None,
                     help="seeds per algorithm (default: tune 2, paper-comparison 8, graphs 3, "
@@ -347,6 +366,14 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--quick", action="store_true",
                     help="faults: the reduced size of the committed report (3 seeds x 200 "
                     "episodes, 84 runs: about half an hour on 2 cores)")
+    ex.add_argument("--loss", type=probability, default=0.3,
+                    help="faults-deployed: the consensus message loss probability")
+    ex.add_argument("--days", type=positive_int, default=84,
+                    help="faults-deployed: days of online learning (ending with the "
+                    "training window)")
+    ex.add_argument("--sweep", default=None,
+                    help="faults-deployed: a faults experiment directory, to quote its "
+                    "interval at the same loss")
     ex.add_argument("--algos", nargs="+", choices=ALGORITHMS, default=None,
                     help="algorithms to run (default: all)")
     ex.add_argument("--workers", type=positive_int, default=2, help="training runs in parallel")

@@ -6,14 +6,18 @@ Both consensus learners (the networked actor-critic ``consensus`` and the critic
 (``agents.exchange``, the same schedule a deployment applies, message for message)
 along three axes, one at a time from the perfect network:
 
-- loss: each consensus message lost with probability 0, 0.1, 0.3, 0.5, 0.7, 0.9;
-- staleness: every neighbour's vector 0, 1, 4 or 16 consensus steps old (a step
-  follows each epoch of local updates: 10 per PPO update, one update per 4 days);
+- loss: each consensus message lost with probability 0, 0.1, 0.3, 0.5, 0.7, 0.9, and
+  1 (nothing ever arrives: what a consensus learner degrades to);
+- staleness: every neighbour's vector 0, 1 or 16 PPO updates old, and 1 and 4
+  consensus steps (a step follows each epoch of local updates: 10 per PPO update, one
+  update per 4 days), so 1, 4, 10, 40 and 160 steps;
 - partition: none, or the graph's two halves unable to hear each other for 10 % or 50 %
   of training (a window centred on its middle, then healed).
 
-Independent PPO (nothing shared) is the floor a consensus learner degrades to when
-nothing arrives. Then the networked actor-critic on a perfect network with cheaper
+Independent PPO (nothing shared, its critic on its own observation) is the reference
+without a network; a consensus learner that hears nothing (loss 1) is not it (the
+networked learner keeps its public-state critic and a team-reward estimator fitted to
+its own reward). Then the networked actor-critic on a perfect network with cheaper
 exchanges: float16, int8 with one scale per tensor, top-k differences (10 % of the
 entries, a whole vector every 10 steps), and consensus once per update or once every 4
 updates (``consensus_period``). Each run's bytes are the wire encoding's size of every
@@ -25,6 +29,7 @@ size of the sweep is ``seeds`` x ``episodes`` (``--quick``: the committed report
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import os
@@ -37,14 +42,20 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from peergrid.agents.learners.portable import from_portable
+from peergrid.comms.nodes.loop import Checkpoints
 from peergrid.scenarios.commands.comparison import _plt
 from peergrid.scenarios.commands.experiment import (TrainingJob, _fresh_dir, _run_section,
                                                     reference_metrics, run_training_jobs)
-from peergrid.scenarios.commands.stats import summarize
+from peergrid.scenarios.commands.stats import summarize, welch_p
+from peergrid.scenarios.commands.train import Team, evaluate_choice, run_day
 from peergrid.scenarios.definition.schema import LearnerOverrides, Scenario
+from peergrid.scenarios.runtime.env import PeerGridEnv
 
-LOSSES = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9)
-STALENESS = (0, 1, 4, 16)
+LOSSES = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0)
+STALENESS_UPDATES = (1, 4, 16)
+STALENESS_STEPS = (1, 4)
+"""Staleness below one update, in consensus steps."""
 PARTITIONS = (0.0, 0.1, 0.5)
 """Share of training the two halves of the graph are cut apart."""
 CHEAPER = {"float16": {"codec": "float16"}, "int8": {"codec": "int8"},
@@ -83,8 +94,10 @@ def points(s: Scenario, episodes: int) -> list[Point]:
     for algo in CONSENSUS:
         out.append(Point(algo, "loss", 0.0, {}))  # the perfect network, every axis's 0
         out += [Point(algo, "loss", x, {"faults": {"loss": x}}) for x in LOSSES[1:]]
-        out += [Point(algo, "staleness", k, {"faults": {"staleness": k}})
-                for k in STALENESS[1:]]
+        per_update = s.algo.for_algorithm(algo).epochs // s.algo.for_algorithm(
+            algo).consensus_period
+        lags = sorted({*STALENESS_STEPS, *(k * per_update for k in STALENESS_UPDATES)})
+        out += [Point(algo, "staleness", k, {"faults": {"staleness": k}}) for k in lags]
         steps = consensus_steps(s, algo, episodes)
         for share in PARTITIONS[1:]:
             length = max(1, round(share * steps))
@@ -129,6 +142,9 @@ def _run_row(run: Path) -> dict[str, float]:
         "team_reward": float(test["team_reward"]),
         "voltage_penalty": float(test["voltage_penalty"]),
         "critic_disagreement": float(disagreement.iloc[-1]) if len(disagreement) else np.nan,
+        # the worst moment (a partition heals before the end of training)
+        "critic_disagreement_peak": float(disagreement.max()) if len(disagreement) else np.nan,
+        "selected_episode": float(test["episode"]),
         "bytes_total": float(exchange["bytes_total"]) if exchange else 0.0,
         "bytes_per_link_per_step": float(exchange["bytes_per_link_per_step"])
         if exchange else 0.0,
@@ -173,14 +189,15 @@ def faults(scenario: Scenario, source: str, out: str | Path, seeds: int | None =
             summary = summarize([r[key] for r in rs])
             row |= {f"{key}_mean": summary.mean, f"{key}_ci95_low": summary.ci95_low,
                     f"{key}_ci95_high": summary.ci95_high}
-        for key in ("bytes_total", "bytes_per_link_per_step", "arrived_share", "steps"):
+        for key in ("bytes_total", "bytes_per_link_per_step", "arrived_share", "steps",
+                    "critic_disagreement_peak", "selected_episode"):
             row[f"{key}_mean"] = float(np.mean([r[key] for r in rs]))
         reward = [r["team_reward"] for r in rs]
         base = perfect.get(p.algo if p.algo in CONSENSUS else "consensus")
         row["p_vs_perfect_network"] = _paired_p(reward, [r["team_reward"] for r in base]) \
             if p.algo in CONSENSUS and not (p.axis == "loss" and p.value == 0.0) else np.nan
-        row["p_vs_ippo"] = _paired_p(reward, [r["team_reward"] for r in floor]) \
-            if p.algo != "ippo" else np.nan
+        row["p_vs_ippo"] = welch_p(reward, [r["team_reward"] for r in floor]) \
+            if p.algo != "ippo" else np.nan  # another algorithm: not a paired design
         row["wall_s_mean"] = float(np.mean([walls[str(_run_dir(out, p, s))]
                                             for s in range(seeds)]))
         rows.append(row)
@@ -197,9 +214,9 @@ def faults(scenario: Scenario, source: str, out: str | Path, seeds: int | None =
 
 _METRICS = (("team_reward", "test team reward"), ("voltage_penalty", "voltage penalty (test)"),
             ("critic_disagreement", "critic disagreement (end)"))
-_AXES = (("loss", "message loss probability", LOSSES),
-         ("staleness", "staleness (consensus steps)", STALENESS),
-         ("partition", "share of training partitioned", PARTITIONS))
+_AXES = (("loss", "message loss probability"),
+         ("staleness", "staleness (consensus steps; 10 = one PPO update)"),
+         ("partition", "share of training partitioned"))
 
 
 def _series(frame: pd.DataFrame, algo: str, axis: str) -> pd.DataFrame:
@@ -215,15 +232,17 @@ def _plot_axes(frame: pd.DataFrame, nop2p: float, path: Path) -> None:
     plt = _plt()
     fig, axes = plt.subplots(3, 3, figsize=(14, 10.5))
     ippo = frame[frame.algo == "ippo"].iloc[0]
-    for col, (axis, label, _) in enumerate(_AXES):
+    for col, (axis, label) in enumerate(_AXES):
         for row, (key, ylabel) in enumerate(_METRICS):
             ax = axes[row, col]
             for i, algo in enumerate(CONSENSUS):
                 s = _series(frame, algo, axis)
                 pos = np.arange(len(s)) if axis == "staleness" else s.x
                 ax.plot(pos, s[f"{key}_mean"], "o-", color=f"C{i}", label=algo)
-                ax.fill_between(pos, s[f"{key}_ci95_low"], s[f"{key}_ci95_high"],
-                                color=f"C{i}", alpha=0.2)
+                low = s[f"{key}_ci95_low"]
+                if key == "critic_disagreement":  # a log axis: the band stops above 0
+                    low = low.clip(lower=s[f"{key}_mean"].min() / 10)
+                ax.fill_between(pos, low, s[f"{key}_ci95_high"], color=f"C{i}", alpha=0.2)
                 if axis == "staleness":
                     ax.set_xticks(pos, [f"{v:g}" for v in s.x])
             ax.axhline(ippo[f"{key}_mean"], color="C2", lw=1.2, label="ippo (no exchange)")
@@ -287,14 +306,17 @@ def _ci(r: pd.Series, key: str, spec: str = ",.0f") -> str:
 def _report(out: Path, s: Scenario, source: str, frame: pd.DataFrame, seeds: int,
             episodes: int, nop2p: float, wall: float, workers: int, quick: bool) -> None:
     table = ["| learner | axis | value | test team reward (95 % CI) | p vs perfect network | "
-             "p vs ippo | voltage penalty | critic disagreement | arrived | MB per run |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "p vs ippo | voltage penalty (95 % CI) | critic disagreement: end, peak | "
+             "selected at episode | arrived | MB per run |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for _, r in frame.iterrows():
         table.append(
             f"| {r.algo} | {r.axis} | {r.value} | {_ci(r, 'team_reward')} | "
             f"{_fmt(r.p_vs_perfect_network, '.3f')} | {_fmt(r.p_vs_ippo, '.3f')} | "
-            f"{_ci(r, 'voltage_penalty')} | {_fmt(r.critic_disagreement_mean, '.2g')} | "
-            f"{_fmt(r.arrived_share_mean, '.0%')} | {_fmt(r.bytes_total_mean / 1e6, ',.0f')} |")
+            f"{_ci(r, 'voltage_penalty')} | {_fmt(r.critic_disagreement_mean, '.2g')}, "
+            f"{_fmt(r.critic_disagreement_peak_mean, '.2g')} | "
+            f"{_fmt(r.selected_episode_mean)} | {_fmt(r.arrived_share_mean, '.0%')} | "
+            f"{_fmt(r.bytes_total_mean / 1e6, ',.0f')} |")
     cheap = _cheaper_rows(frame)
     exact = cheap.iloc[0]
     bytes_table = ["| exchange | MB per run | share of exact | kB per link per step | "
@@ -324,14 +346,135 @@ def _report(out: Path, s: Scenario, source: str, frame: pd.DataFrame, seeds: int
         *bytes_table, "",
         "![bytes](bytes.png)", "",
         "Test team reward: the selected policy's team reward on the test week (mean over "
-        "agents of their summed reward). p: paired t-test over seeds (the same seed has the "
-        "same initialisation and training days in every cell). Critic disagreement: the "
-        "largest distance of an agent's critic from the agents' mean after the last update "
-        "(ippo's critics are unrelated networks: its value is a scale, not a failure). "
-        "Arrived: the share of the messages sent that arrived and were averaged. "
-        "Staleness counts consensus steps (10 per PPO update); the partition window is "
-        "centred on the middle of training and the graph is split by a Kernighan-Lin "
-        "bisection.", "",
+        "agents of their summed reward). p vs perfect network: paired t-test over seeds "
+        "(the same seed has the same initialisation and training days in every cell); p "
+        "vs ippo: Welch's test (another algorithm). With 3 seeds and ~60 tests these "
+        "p-values are exploratory: read the intervals, and expect a few below 0.05 by "
+        "chance. Critic disagreement: the largest distance of an agent's critic from the "
+        "agents' mean after the last update (end) and after the worst update (peak: a "
+        "partition heals before training ends); ippo's critics are unrelated networks, its "
+        "value is a scale, not a failure. Selected at episode: when model selection's "
+        "policy was trained. Arrived: the share of the messages sent that arrived and were "
+        "averaged. Staleness counts consensus steps (a step follows each epoch: 10 per PPO "
+        "update, an update every 4 days). The partition window is centred on the middle "
+        "of training; the halves are a Kernighan-Lin bisection of the graph (the same for "
+        "every seed). The compressed exchanges average one agent at a time in float64 (as "
+        "a node does), the exact runs in one stacked float32 product: same-seed runs "
+        "differ by rounding as well as by the encoding, which weakens the pairing but "
+        "biases nothing.", "",
         *_run_section(f"{wall / 60:.1f} min on {os.cpu_count()} cores, {workers} workers"),
     ]
     (out / "report.md").write_text("\n".join(lines) + "\n")
+
+
+# ---- the deployed confirmation -----------------------------------------------------------
+
+def online_window(s: Scenario, days: int) -> Scenario:
+    """``days`` consecutive days ending with the training window's last day (before the
+    validation and test windows): what an online learner sees, in calendar order."""
+    start = s.algo.train_start + dt.timedelta(days=s.algo.train_days - days)
+    return s.model_copy(update={"scenario": s.scenario.model_copy(
+        update={"start": start, "days": days})})
+
+
+def learned_online(s: Scenario, algo: str, seed: int) -> Team:
+    """In process, what a learning deployment does: the window's days in order, the
+    battery carried over midnight, an update every ``rollout_days`` days, one agent at a
+    time through the exchange (as the nodes do)."""
+    team = Team(algo, s, seed, stacked=False)
+    env = PeerGridEnv(s)
+    for day in range(env.community.days):
+        run_day(env, day, lambda o: team.act(o), team, soc="initial" if day == 0 else "carry")
+        team.end_episode()
+    return team
+
+
+def learned_deployed(run: Path, s: Scenario, algo: str, seed: int) -> Team:
+    """The learners a deployment ended with (each node's last checkpoint), as a team."""
+    team = Team(algo, s, seed, stacked=False)
+    for i, a in enumerate(team.ids):
+        state = Checkpoints.read(run / "checkpoints" / f"{a}.state")
+        if state is None:
+            raise FileNotFoundError(f"{run}/checkpoints/{a}.state: no checkpoint")
+        team.group.groups[i].load_state_dict(from_portable(state["state"].learner))
+    return team
+
+
+def confirm_deployed(scenario: Scenario, source: str, out: str | Path, loss: float = 0.3,
+                     days: int = 84, seeds: int = 5, deploy_seed: int | None = None,
+                     algo: str = "consensus", force: bool = False,
+                     sweep: str | Path | None = None) -> Path:
+    """One point of the sweep (``loss``) learned online by a real deployment (13
+    processes, CURVE sockets) over ``days`` days, and the same online learning in
+    process over ``seeds`` other seeds; each final policy evaluated greedily on the
+    test week. Reports whether the deployed run lands within the in-process 95 %
+    interval, and its difference from the in-process run of its own seed (zero if the
+    runtimes agree); with ``sweep`` (a faults experiment directory), that point's
+    interval there too (a different protocol: random training days, model selection)."""
+    from peergrid.scenarios.commands.deploy import deploy
+
+    out = _fresh_dir(out, force)
+    deploy_seed = seeds if deploy_seed is None else deploy_seed
+    faulty = scenario_for(scenario, Point(algo, "loss", loss, {"faults": {"loss": loss}}))
+    window = online_window(faulty, days)
+    t0 = time.perf_counter()
+    run, exits = deploy(window, source, algo, out / "deployment", days=days, seed=deploy_seed,
+                        force=True)
+    deploy_s = time.perf_counter() - t0
+    if set(exits.values()) != {0}:
+        raise RuntimeError(f"the deployment did not end cleanly: {exits}")
+    at_end = learned_deployed(run, window, algo, deploy_seed)
+    deployed = evaluate_choice(faulty, lambda o: at_end.act(o, greedy=True))  # the test week
+    rows = [{"runtime": "zeromq", "seed": deploy_seed, "wall_s": deploy_s,
+             "team_reward": deployed["team_reward"],
+             "voltage_penalty": deployed["voltage_penalty"]}]
+    for seed in sorted({*range(seeds), deploy_seed}):
+        t1 = time.perf_counter()
+        team = learned_online(window, algo, seed)
+        m = evaluate_choice(faulty, lambda o, team=team: team.act(o, greedy=True))
+        rows.append({"runtime": "in-process", "seed": seed, "wall_s": time.perf_counter() - t1,
+                     "team_reward": m["team_reward"], "voltage_penalty": m["voltage_penalty"]})
+    frame = pd.DataFrame(rows)
+    frame.to_csv(out / "deployed.csv", index=False)
+    local = frame[(frame.runtime == "in-process") & (frame.seed < seeds)
+                  & (frame.seed != deploy_seed)]
+    ci = summarize(local.team_reward.tolist())
+    twin = float(frame[(frame.runtime == "in-process")
+                       & (frame.seed == deploy_seed)].team_reward.iloc[0])
+    d = frame.iloc[0]
+    inside = ci.ci95_low <= d.team_reward <= ci.ci95_high
+    context = []
+    if sweep is not None and (Path(sweep) / "summary.csv").is_file():
+        sw = pd.read_csv(Path(sweep) / "summary.csv")
+        hit = sw[(sw.algo == algo) & (sw.axis == "loss") & (sw.value.astype(float) == loss)]
+        if len(hit):
+            h = hit.iloc[0]
+            context = [f"For context, the sweep's point (random training days, validation "
+                       f"model selection, {int(h.episodes)} episodes, {int(h.seeds)} seeds): "
+                       f"{h.team_reward_mean:,.1f} ({h.team_reward_ci95_low:,.1f} to "
+                       f"{h.team_reward_ci95_high:,.1f}).", ""]
+    lines = [
+        "# The sweep's loss point, deployed", "",
+        f"`{algo}` with consensus message loss {loss}, learned online over {days} consecutive "
+        f"days ({window.scenario.start} to the training window's last day, in calendar "
+        f"order, an update every {window.algo.for_algorithm(algo).rollout_days} days, no "
+        "model selection): once as a real deployment (a market, a grid and "
+        f"{len(scenario.agents)} prosumer processes on CURVE sockets, seed {deploy_seed}), "
+        f"and in process with seeds 0 to {seeds - 1} and with the deployment's seed. Each "
+        "final policy acts greedily on the test week.", "",
+        "| runtime | seed | test team reward | voltage penalty | wall time |",
+        "|---|---|---|---|---|",
+        *[f"| {r.runtime} | {r.seed} | {r.team_reward:,.1f} | {r.voltage_penalty:,.1f} | "
+          f"{r.wall_s / 60:.1f} min |" for r in frame.itertuples()], "",
+        f"In process, seeds 0 to {seeds - 1}: {ci.mean:,.1f} (95 % CI {ci.ci95_low:,.1f} to "
+        f"{ci.ci95_high:,.1f}). The deployment (seed {deploy_seed}, not among them): "
+        f"{d.team_reward:,.1f}, {'inside' if inside else 'outside'} the interval. The "
+        f"in-process run of the deployment's seed: {twin:,.1f} (difference "
+        f"{d.team_reward - twin:+.3g}: the two runtimes "
+        f"{'agree' if d.team_reward == twin else 'differ'}). The deployment took "
+        f"{deploy_s / 60:.1f} min.", "",
+        *context,
+        *_run_section(f"{(time.perf_counter() - t0) / 60:.1f} min on {os.cpu_count()} cores"),
+    ]
+    (out / "deployed.md").write_text("\n".join(lines) + "\n")
+    return out
