@@ -197,7 +197,8 @@ FAULTS = {"loss": 0.3, "staleness": 1, "edge_up": 0.8,
           "outages": [{"agent": "a03", "start_step": 0, "end_step": 1}]}
 
 
-@pytest.mark.parametrize(("codec", "port"), [("float32", 29400), ("topk", 29440)])
+@pytest.mark.parametrize(("codec", "port"), [("float32", 29400), ("topk", 29440),
+                                            ("int8", 29480)])
 def test_a_faulty_learning_deployment_averages_what_the_in_process_team_does(
         ieee13_scenario, tmp_path, codec, port):
     """For the same seed and fault schedule, the deployed nodes lose the same critics,
@@ -249,3 +250,8 @@ def test_a_faulty_learning_deployment_averages_what_the_in_process_team_does(
         for part in ("actor", "critic", "estimator"):
             for name, tensor in local[part].items():
                 assert torch.equal(tensor, deployed[part][name]), (aid, part, name)
+        # and the Adam moments the exchange averages with the parameters
+        for key, moments in local["opt_critic"]["state"].items():
+            for name in ("exp_avg", "exp_avg_sq"):
+                theirs = torch.as_tensor(deployed["opt_critic"]["state"][key][name])
+                assert torch.equal(moments[name], theirs), (aid, key, name)

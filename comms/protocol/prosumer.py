@@ -255,14 +255,16 @@ class ProsumerProtocol:
         elif msg.layout != lg.layout:
             self.fx.log("rejected_critic", peer=sender, update=msg.update, step=msg.step,
                         reason=f"layout {msg.layout!r}, expected {lg.layout!r}")
+        elif (0 <= msg.step < lg.epochs and 0 <= msg.update
+              and not lg.exchange.arrives(sender, self.id, lg.step_of(msg.update, msg.step))):
+            # the fault schedule loses it (the in-process trainer loses the same one): the
+            # agent did not wait for it, so it may come after the step is done
+            self.fx.log("lost_critic", peer=sender, update=msg.update, step=msg.step)
         elif msg.update != self.s.updates or not 0 <= msg.step < lg.epochs:
             # only the update this agent is in (or about to begin) can use it: anything
             # else would sit in the store and crowd out the critics that count
             self.fx.log("rejected_critic", peer=sender, update=msg.update, step=msg.step,
                         reason=f"not a step of update {self.s.updates}")
-        elif not lg.exchange.arrives(sender, self.id, lg.step_of(msg.update, msg.step)):
-            # the fault schedule loses it (the in-process trainer loses the same one)
-            self.fx.log("lost_critic", peer=sender, update=msg.update, step=msg.step)
         elif len(self.critics) < lg.epochs * len(lg.neighbours):  # bounded: one per step
             self.critics[(msg.update, msg.step, sender)] = msg
 
