@@ -103,7 +103,8 @@ def test_a_deployed_online_learner_equals_the_in_process_one_of_its_seed(ieee13_
     from peergrid.scenarios.commands.faults import confirm_deployed
 
     s = with_faults(_tiny(ieee13_scenario), base_port=29600)
-    out = confirm_deployed(s, "ieee13.toml", tmp_path / "d", loss=0.3, days=4, seeds=2)
+    out = confirm_deployed(s, "ieee13.toml", tmp_path / "d", loss=0.3, days=4, seeds=2,
+                           deployments=1)
     rows = pd.read_csv(out / "deployed.csv")
     deployed = rows[rows.runtime == "zeromq"].iloc[0]
     assert deployed.seed == 2  # not one of the in-process seeds 0 and 1

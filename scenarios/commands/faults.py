@@ -401,52 +401,66 @@ def learned_deployed(run: Path, s: Scenario, algo: str, seed: int) -> Team:
 
 
 def confirm_deployed(scenario: Scenario, source: str, out: str | Path, loss: float = 0.3,
-                     days: int = 84, seeds: int = 5, deploy_seed: int | None = None,
+                     days: int = 84, seeds: int = 5, deployments: int = 2,
                      algo: str = "consensus", force: bool = False,
                      sweep: str | Path | None = None) -> Path:
-    """One point of the sweep (``loss``) learned online by a real deployment (13
-    processes, CURVE sockets) over ``days`` days, and the same online learning in
-    process over ``seeds`` other seeds; each final policy evaluated greedily on the
-    test week. Reports whether the deployed run lands within the in-process 95 %
-    interval, and its difference from the in-process run of its own seed (zero if the
-    runtimes agree); with ``sweep`` (a faults experiment directory), that point's
-    interval there too (a different protocol: random training days, model selection)."""
+    """One point of the sweep (``loss``) learned online by real deployments (13
+    processes, CURVE sockets) over ``days`` days, with seeds ``seeds`` onwards, and the
+    same online learning in process with seeds 0 to ``seeds`` - 1 and with each
+    deployment's seed; each final policy evaluated greedily on the test week. Reports
+    whether each deployment lands within the in-process 95 % interval, and its
+    difference from the in-process run of its own seed (zero when the runtimes agree:
+    one torch thread everywhere, as in the nodes); with ``sweep`` (a faults experiment
+    directory), that point's interval there (another protocol: random training days,
+    model selection)."""
+    import torch
+
     from peergrid.scenarios.commands.deploy import deploy
 
+    torch.set_num_threads(1)  # as every node: the same floating-point reductions
     out = _fresh_dir(out, force)
-    deploy_seed = seeds if deploy_seed is None else deploy_seed
     faulty = scenario_for(scenario, Point(algo, "loss", loss, {"faults": {"loss": loss}}))
     window = online_window(faulty, days)
     t0 = time.perf_counter()
-    run, exits = deploy(window, source, algo, out / "deployment", days=days, seed=deploy_seed,
-                        force=True)
-    deploy_s = time.perf_counter() - t0
-    if set(exits.values()) != {0}:
-        raise RuntimeError(f"the deployment did not end cleanly: {exits}")
-    at_end = learned_deployed(run, window, algo, deploy_seed)
-    deployed = evaluate_choice(faulty, lambda o: at_end.act(o, greedy=True))  # the test week
-    rows = [{"runtime": "zeromq", "seed": deploy_seed, "wall_s": deploy_s,
-             "team_reward": deployed["team_reward"],
-             "voltage_penalty": deployed["voltage_penalty"]}]
-    for seed in sorted({*range(seeds), deploy_seed}):
+    rows = []
+    deploy_seeds = list(range(seeds, seeds + deployments))
+    for seed in deploy_seeds:
+        t1 = time.perf_counter()
+        run, exits = deploy(window, source, algo, out / f"deployment-seed{seed}", days=days,
+                            seed=seed, force=True)
+        wall = time.perf_counter() - t1
+        if set(exits.values()) != {0}:
+            raise RuntimeError(f"the deployment of seed {seed} did not end cleanly: {exits}")
+        at_end = learned_deployed(run, window, algo, seed)
+        m = evaluate_choice(faulty, lambda o, t=at_end: t.act(o, greedy=True))  # test week
+        rows.append({"runtime": "zeromq", "seed": seed, "wall_s": wall,
+                     "team_reward": m["team_reward"], "voltage_penalty": m["voltage_penalty"]})
+    for seed in [*range(seeds), *deploy_seeds]:
         t1 = time.perf_counter()
         team = learned_online(window, algo, seed)
-        m = evaluate_choice(faulty, lambda o, team=team: team.act(o, greedy=True))
+        m = evaluate_choice(faulty, lambda o, t=team: t.act(o, greedy=True))
         rows.append({"runtime": "in-process", "seed": seed, "wall_s": time.perf_counter() - t1,
                      "team_reward": m["team_reward"], "voltage_penalty": m["voltage_penalty"]})
     frame = pd.DataFrame(rows)
     frame.to_csv(out / "deployed.csv", index=False)
-    local = frame[(frame.runtime == "in-process") & (frame.seed < seeds)
-                  & (frame.seed != deploy_seed)]
+    local = frame[(frame.runtime == "in-process") & (frame.seed < seeds)]
     ci = summarize(local.team_reward.tolist())
-    twin = float(frame[(frame.runtime == "in-process")
-                       & (frame.seed == deploy_seed)].team_reward.iloc[0])
-    d = frame.iloc[0]
-    inside = ci.ci95_low <= d.team_reward <= ci.ci95_high
+    verdicts = []
+    for d in frame[frame.runtime == "zeromq"].itertuples():
+        twin = float(frame[(frame.runtime == "in-process")
+                           & (frame.seed == d.seed)].team_reward.iloc[0])
+        inside = ci.ci95_low <= d.team_reward <= ci.ci95_high
+        verdicts.append(
+            f"The deployment of seed {d.seed}: {d.team_reward:,.1f}, "
+            f"{'inside' if inside else 'outside'} the interval; the in-process run of its "
+            f"seed: {twin:,.1f} (difference {d.team_reward - twin:+.3g}: the two runtimes "
+            f"{'agree' if d.team_reward == twin else 'differ'}). It took "
+            f"{d.wall_s / 60:.1f} min.")
     context = []
     if sweep is not None and (Path(sweep) / "summary.csv").is_file():
         sw = pd.read_csv(Path(sweep) / "summary.csv")
-        hit = sw[(sw.algo == algo) & (sw.axis == "loss") & (sw.value.astype(float) == loss)]
+        hit = sw[(sw.algo == algo) & (sw.axis == "loss")
+                 & (pd.to_numeric(sw.value, errors="coerce") == loss)]
         if len(hit):
             h = hit.iloc[0]
             context = [f"For context, the sweep's point (random training days, validation "
@@ -458,21 +472,17 @@ def confirm_deployed(scenario: Scenario, source: str, out: str | Path, loss: flo
         f"`{algo}` with consensus message loss {loss}, learned online over {days} consecutive "
         f"days ({window.scenario.start} to the training window's last day, in calendar "
         f"order, an update every {window.algo.for_algorithm(algo).rollout_days} days, no "
-        "model selection): once as a real deployment (a market, a grid and "
-        f"{len(scenario.agents)} prosumer processes on CURVE sockets, seed {deploy_seed}), "
-        f"and in process with seeds 0 to {seeds - 1} and with the deployment's seed. Each "
-        "final policy acts greedily on the test week.", "",
+        "model selection: the policy at the end is the policy): as real deployments (a "
+        f"market, a grid and {len(scenario.agents)} prosumer processes on CURVE sockets) "
+        f"with seeds {', '.join(map(str, deploy_seeds))}, and in process with seeds 0 to "
+        f"{seeds - 1} and with each deployment's seed. Each final policy acts greedily on "
+        "the test week.", "",
         "| runtime | seed | test team reward | voltage penalty | wall time |",
         "|---|---|---|---|---|",
         *[f"| {r.runtime} | {r.seed} | {r.team_reward:,.1f} | {r.voltage_penalty:,.1f} | "
           f"{r.wall_s / 60:.1f} min |" for r in frame.itertuples()], "",
         f"In process, seeds 0 to {seeds - 1}: {ci.mean:,.1f} (95 % CI {ci.ci95_low:,.1f} to "
-        f"{ci.ci95_high:,.1f}). The deployment (seed {deploy_seed}, not among them): "
-        f"{d.team_reward:,.1f}, {'inside' if inside else 'outside'} the interval. The "
-        f"in-process run of the deployment's seed: {twin:,.1f} (difference "
-        f"{d.team_reward - twin:+.3g}: the two runtimes "
-        f"{'agree' if d.team_reward == twin else 'differ'}). The deployment took "
-        f"{deploy_s / 60:.1f} min.", "",
+        f"{ci.ci95_high:,.1f}).", "", *verdicts, "",
         *context,
         *_run_section(f"{(time.perf_counter() - t0) / 60:.1f} min on {os.cpu_count()} cores"),
     ]
