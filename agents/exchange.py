@@ -39,6 +39,7 @@ Loss and edges are drawn independently per step (no bursts).
 
 from __future__ import annotations
 
+import functools
 import math
 import zlib
 from collections.abc import Mapping, Sequence
@@ -146,6 +147,7 @@ class Exchange:
                     _draw(self.seed, "consensus-loss", sender, receiver, step) < self.faults.loss)
 
 
+@functools.lru_cache(maxsize=4096)  # an edge is drawn by both ends' sends and arrives
 def _draw(seed: int, name: str, a: str, b: str, step: int) -> float:
     """One uniform draw of (a, b, step): independent of every other link and step."""
     return float(stream(seed, name, zlib.crc32(a.encode()), zlib.crc32(b.encode()),

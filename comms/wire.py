@@ -76,6 +76,28 @@ def encode(header: Header, msg: Message) -> bytes:
     return data
 
 
+def _bin_header(n: int) -> int:
+    """Bytes msgpack puts before a bin of ``n`` bytes (bin 8, 16 or 32)."""
+    return 2 if n < 2**8 else 3 if n < 2**16 else 5
+
+
+def encoded_size(header: Header, msg: Message) -> int:
+    """``len(encode(header, msg))`` without packing the arrays' data: what a message
+    costs on the wire, for accounting (the in-process trainer's consensus bytes)."""
+    body, data = {}, 0
+    for k, v in msg.fields().items():
+        if isinstance(v, np.ndarray):
+            n = v.size * v.dtype.itemsize
+            body[k] = {"dtype": v.dtype.newbyteorder("<").str, "shape": list(v.shape),
+                       "data": b""}
+            data += n + _bin_header(n) - _bin_header(0)
+        else:
+            body[k] = _pack_value(v)
+    return data + len(msgpack.packb(
+        [header.version, header.scenario, header.episode, header.round, header.sender,
+         header.kind, body], use_bin_type=True))
+
+
 def _unpack_array(field: str, v: Any) -> np.ndarray:
     if not isinstance(v, dict) or set(v) != {"dtype", "shape", "data"}:
         raise WireError(f"{field}: not an array")

@@ -118,3 +118,18 @@ def test_well_formed_msgpack_with_wrong_content_is_refused_with_a_reason(version
         assert str(err)
         return
     assert header.kind in KINDS and type(checked) is KINDS[header.kind]
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.sampled_from([0, 1, 100, 255, 256, 16383, 16384, 70000]),
+       dtype=st.sampled_from([np.float32, np.float16, np.int8]),
+       update=st.integers(0, 2**40), step=st.integers(0, 300),
+       scales=st.integers(0, 300), keyframe=st.integers(-1, 2**20))
+def test_the_size_accounted_for_a_critic_is_its_encoding_length(n, dtype, update, step,
+                                                                 scales, keyframe):
+    from peergrid.comms.wire import encoded_size
+
+    msg = Critic(update, step, "layout", np.ones(n, dtype), "int8",
+                 np.ones(scales, np.float32), np.arange(n % 300, dtype=np.int32), keyframe)
+    header = Header("ieee13_v3", update, step, "a01", "critic")
+    assert encoded_size(header, msg) == len(encode(header, msg))

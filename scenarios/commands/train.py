@@ -54,7 +54,7 @@ from peergrid.agents.records import RoundRecord
 from peergrid.agents.spaces import ACTION_DIM, OBS_DIM
 from peergrid.agents.topology import build_graph, metropolis_weights
 from peergrid.comms.messages import Critic, layout_hash
-from peergrid.comms.wire import Header, encode
+from peergrid.comms.wire import Header, encoded_size
 from peergrid.grid.feeders import build_feeder
 from peergrid.grid.powerflow import topology_of
 from peergrid.scenarios.commands.report import grid_violations
@@ -315,8 +315,8 @@ class Team:
         for a, (enc, to) in log.sent.items():
             if enc is None:  # the stacked step: exact float32 vectors of one size
                 enc = self._exact
-            size = len(encode(Header(self.scenario_id, self.updates, epoch, a, "critic"),
-                              Critic.of(self.updates, epoch, self.layout, enc)))
+            size = encoded_size(Header(self.scenario_id, self.updates, epoch, a, "critic"),
+                                Critic.of(self.updates, epoch, self.layout, enc))
             self.traffic.add(a, to, size)
         self.traffic.steps += 1
         self.traffic.used += len(log.used)
