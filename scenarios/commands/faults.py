@@ -180,7 +180,7 @@ def faults(scenario: Scenario, source: str, out: str | Path, seeds: int | None =
     runs = [(p, [_run_row(_run_dir(out, p, seed)) for seed in range(seeds)]) for p in sweep]
     perfect = {a: next(rs for p, rs in runs if p.algo == a and p.axis == "loss"
                        and p.value == 0.0) for a in CONSENSUS}
-    floor = next(rs for p, rs in runs if p.algo == "ippo")
+    ippo = next(rs for p, rs in runs if p.algo == "ippo")
     rows = []
     for p, rs in runs:
         row: dict[str, Any] = {"algo": p.algo, "axis": p.axis, "value": p.value,
@@ -196,7 +196,7 @@ def faults(scenario: Scenario, source: str, out: str | Path, seeds: int | None =
         base = perfect.get(p.algo if p.algo in CONSENSUS else "consensus")
         row["p_vs_perfect_network"] = _paired_p(reward, [r["team_reward"] for r in base]) \
             if p.algo in CONSENSUS and not (p.axis == "loss" and p.value == 0.0) else np.nan
-        row["p_vs_ippo"] = welch_p(reward, [r["team_reward"] for r in floor]) \
+        row["p_vs_ippo"] = welch_p(reward, [r["team_reward"] for r in ippo]) \
             if p.algo != "ippo" else np.nan  # another algorithm: not a paired design
         row["wall_s_mean"] = float(np.mean([walls[str(_run_dir(out, p, s))]
                                             for s in range(seeds)]))
@@ -334,9 +334,9 @@ def _report(out: Path, s: Scenario, source: str, frame: pd.DataFrame, seeds: int
         f"{seeds} seeds per point, {episodes} training episodes per run ({size}), the "
         "comparison's protocol (validation model selection, test week). One fault axis at a "
         "time from the perfect network, for both consensus learners; independent PPO "
-        "(`ippo`, nothing exchanged) as the floor. nop2p's test team reward is "
-        f"{nop2p:,.0f}. The fault model is `agents.exchange` (docs/learning.md), the one a "
-        "deployment applies to the same messages.", "",
+        "(`ippo`, nothing exchanged) as the reference without a network. nop2p's test "
+        f"team reward is {nop2p:,.0f}. The fault model is `agents.exchange` "
+        "(docs/learning.md), the one a deployment applies to the same messages.", "",
         "![faults](faults.png)", "",
         *table, "",
         "## What each byte of consensus buys", "",
