@@ -183,12 +183,17 @@ class _Supervisor:
             self.restarts[name] = self.restarts.get(name, 0) + 1
             self.start(name, self.incarnation[name] + 1)
 
-    def stop_all(self) -> None:
+    def stop_all(self, grace_s: float = 5.0) -> None:
+        """SIGTERM to every node, one shared grace period, then SIGKILL to the rest (a
+        node closing its sockets towards peers already gone can linger for seconds per
+        socket: waiting for each node in turn could take minutes)."""
         for p in self.procs.values():
             if p.is_alive():
                 p.terminate()
+        deadline = time.monotonic() + grace_s
         for p in self.procs.values():
-            p.join(timeout=5)
+            p.join(timeout=max(deadline - time.monotonic(), 0.0))
+        for p in self.procs.values():
             if p.is_alive():
                 p.kill()
                 p.join()
