@@ -345,6 +345,13 @@ def _session_members(sid: int) -> list[int]:
     return members
 
 
+def _sigint_as_at_a_terminal() -> None:
+    """A suite started as a background job (CI from a script) runs with SIGINT ignored,
+    which children inherit, and Python then installs no Ctrl-C handler: the launcher
+    would ignore the SIGINT under test and run its three days to the end."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize(("sig", "port"), [(signal.SIGINT, 27700), (signal.SIGTERM, 27800),
                                            (signal.SIGKILL, 27900)])
 def test_stopping_the_launcher_leaves_no_orphan_process(tmp_path, sig, port):
@@ -352,7 +359,8 @@ def test_stopping_the_launcher_leaves_no_orphan_process(tmp_path, sig, port):
     launcher = subprocess.Popen(
         [sys.executable, "-m", "peergrid.scenarios.commands.cli", "deploy", "--days", "3",
          "--latency-ms", "200", "--base-port", str(port), "--out", str(out)],  # > 30 s
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        preexec_fn=_sigint_as_at_a_terminal)
     try:
         deadline = time.monotonic() + 120
         while not ((out / "market.jsonl").is_file()
