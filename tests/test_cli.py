@@ -27,6 +27,13 @@ def run_dir(tmp_path_factory):
     return out
 
 
+def test_version_names_the_installed_package():
+    from importlib.metadata import version
+
+    res = peergrid("--version")
+    assert res.returncode == 0 and res.stdout.strip() == f"peergrid {version('peergrid')}"
+
+
 def test_simulate_writes_records_manifest_and_summary(run_dir):
     assert len(list((run_dir / "agents").glob("*.jsonl"))) == 13
     manifest = json.loads((run_dir / "manifest.json").read_text())

@@ -295,7 +295,10 @@ def probability(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from importlib.metadata import version
+
     p = argparse.ArgumentParser(prog="peergrid", description=__doc__)
+    p.add_argument("--version", action="version", version=f"peergrid {version('peergrid')}")
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = p.add_subparsers(dest="cmd", required=True)
 
