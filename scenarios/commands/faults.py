@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -40,14 +39,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
 from peergrid.agents.learners.portable import from_portable
 from peergrid.comms.nodes.loop import Checkpoints
 from peergrid.scenarios.commands.comparison import _plt
 from peergrid.scenarios.commands.experiment import (TrainingJob, _fresh_dir, _run_section,
                                                     reference_metrics, run_training_jobs)
-from peergrid.scenarios.commands.stats import summarize, welch_p
+from peergrid.scenarios.commands.stats import fmt, paired_p, summarize, welch_p
 from peergrid.scenarios.commands.train import Team, evaluate_choice, run_day
 from peergrid.scenarios.definition.schema import LearnerOverrides, Scenario
 from peergrid.scenarios.runtime.env import PeerGridEnv
@@ -154,13 +152,6 @@ def _run_row(run: Path) -> dict[str, float]:
     }
 
 
-def _paired_p(a: list[float], b: list[float]) -> float:
-    x, y = np.asarray(a, float), np.asarray(b, float)
-    if len(x) < 2 or np.allclose(x, y):
-        return np.nan if len(x) < 2 else 1.0
-    return float(sps.ttest_rel(x, y).pvalue)
-
-
 def faults(scenario: Scenario, source: str, out: str | Path, seeds: int | None = None,
            episodes: int | None = None, workers: int = 2, force: bool = False,
            progress: bool = True, resume: bool = False, quick: bool = False) -> Path:
@@ -194,7 +185,7 @@ def faults(scenario: Scenario, source: str, out: str | Path, seeds: int | None =
             row[f"{key}_mean"] = float(np.mean([r[key] for r in rs]))
         reward = [r["team_reward"] for r in rs]
         base = perfect.get(p.algo if p.algo in CONSENSUS else "consensus")
-        row["p_vs_perfect_network"] = _paired_p(reward, [r["team_reward"] for r in base]) \
+        row["p_vs_perfect_network"] = paired_p(reward, [r["team_reward"] for r in base]) \
             if p.algo in CONSENSUS and not (p.axis == "loss" and p.value == 0.0) else np.nan
         row["p_vs_ippo"] = welch_p(reward, [r["team_reward"] for r in ippo]) \
             if p.algo != "ippo" else np.nan  # another algorithm: not a paired design
@@ -293,14 +284,9 @@ def _plot_bytes(frame: pd.DataFrame, path: Path) -> None:
 
 # ---- report ----------------------------------------------------------------------------
 
-def _fmt(x: float, spec: str = ",.0f") -> str:
-    return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) \
-        else format(x, spec)
-
-
 def _ci(r: pd.Series, key: str, spec: str = ",.0f") -> str:
-    return (f"{_fmt(r[f'{key}_mean'], spec)} ({_fmt(r[f'{key}_ci95_low'], spec)} to "
-            f"{_fmt(r[f'{key}_ci95_high'], spec)})")
+    return (f"{fmt(r[f'{key}_mean'], spec)} ({fmt(r[f'{key}_ci95_low'], spec)} to "
+            f"{fmt(r[f'{key}_ci95_high'], spec)})")
 
 
 def _report(out: Path, s: Scenario, source: str, frame: pd.DataFrame, seeds: int,
@@ -312,11 +298,11 @@ def _report(out: Path, s: Scenario, source: str, frame: pd.DataFrame, seeds: int
     for _, r in frame.iterrows():
         table.append(
             f"| {r.algo} | {r.axis} | {r.value} | {_ci(r, 'team_reward')} | "
-            f"{_fmt(r.p_vs_perfect_network, '.3f')} | {_fmt(r.p_vs_ippo, '.3f')} | "
-            f"{_ci(r, 'voltage_penalty')} | {_fmt(r.critic_disagreement_mean, '.2g')}, "
-            f"{_fmt(r.critic_disagreement_peak_mean, '.2g')} | "
-            f"{_fmt(r.selected_episode_mean)} | {_fmt(r.arrived_share_mean, '.0%')} | "
-            f"{_fmt(r.bytes_total_mean / 1e6, ',.0f')} |")
+            f"{fmt(r.p_vs_perfect_network, '.3f')} | {fmt(r.p_vs_ippo, '.3f')} | "
+            f"{_ci(r, 'voltage_penalty')} | {fmt(r.critic_disagreement_mean, '.2g')}, "
+            f"{fmt(r.critic_disagreement_peak_mean, '.2g')} | "
+            f"{fmt(r.selected_episode_mean)} | {fmt(r.arrived_share_mean, '.0%')} | "
+            f"{fmt(r.bytes_total_mean / 1e6, ',.0f')} |")
     cheap = _cheaper_rows(frame)
     exact = cheap.iloc[0]
     bytes_table = ["| exchange | MB per run | share of exact | kB per link per step | "
@@ -326,7 +312,7 @@ def _report(out: Path, s: Scenario, source: str, frame: pd.DataFrame, seeds: int
             f"| {r.value} | {r.bytes_total_mean / 1e6:,.0f} | "
             f"{r.bytes_total_mean / exact.bytes_total_mean:.1%} | "
             f"{r.bytes_per_link_per_step_mean / 1e3:,.1f} | {_ci(r, 'team_reward')} | "
-            f"{_fmt(r.p_vs_perfect_network, '.3f')} |")
+            f"{fmt(r.p_vs_perfect_network, '.3f')} |")
     size = "`--quick`" if quick else "full size"
     lines = [
         "# Learning over an unreliable network", "",

@@ -20,14 +20,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
 from peergrid.agents.aggregation import AGGREGATIONS
 from peergrid.agents.poisoning import ATTACKS, Attack
 from peergrid.scenarios.commands.comparison import _plt
 from peergrid.scenarios.commands.experiment import (TrainingJob, _fresh_dir, _run_section,
                                                     reference_metrics, run_training_jobs)
-from peergrid.scenarios.commands.stats import summarize
+from peergrid.scenarios.commands.stats import fmt, paired_p, summarize
 from peergrid.scenarios.definition.schema import Scenario
 
 CONDITIONS = ("none", *ATTACKS)
@@ -78,18 +77,6 @@ def _honest_row(run: Path, honest: list[str]) -> dict[str, float]:
     }
 
 
-def _paired_p(a: list[float], b: list[float]) -> float:
-    """Paired t-test over seeds (same seed: same initialisation and days) where both
-    runs have a policy."""
-    pairs = [(x, y) for x, y in zip(a, b, strict=True) if np.isfinite(x) and np.isfinite(y)]
-    if len(pairs) < 2:
-        return np.nan
-    x, y = np.array(pairs).T
-    if np.allclose(x, y):
-        return 1.0
-    return float(sps.ttest_rel(x, y).pvalue)
-
-
 def poisoning(scenario: Scenario, source: str, out: str | Path, seeds: int = 3,
               episodes: int | None = None, workers: int = 2, force: bool = False,
               progress: bool = True, resume: bool = False, liar: str | None = None,
@@ -135,10 +122,10 @@ def poisoning(scenario: Scenario, source: str, out: str | Path, seeds: int = 3,
             "team_reward_mean": summary.mean if summary else np.nan,
             "team_reward_ci95_low": summary.ci95_low if summary else np.nan,
             "team_reward_ci95_high": summary.ci95_high if summary else np.nan,
-            "p_vs_same_rule_clean": _paired_p(rewards, [r["team_reward"] for r in
+            "p_vs_same_rule_clean": paired_p(rewards, [r["team_reward"] for r in
                                                         runs[(rule, "none")]])
             if kind != "none" else np.nan,
-            "p_vs_metropolis_clean": _paired_p(rewards, clean)
+            "p_vs_metropolis_clean": paired_p(rewards, clean)
             if clean and (rule, kind) != ("metropolis", "none") else np.nan,
             "benefit_kept": (summary.mean - floor) / benefit
             if summary and clean and benefit > 0 else np.nan,
@@ -212,10 +199,6 @@ def _no_policy(row: dict[str, Any]) -> str:
     return f" ({row['no_policy']} without a policy)" if row["no_policy"] else ""
 
 
-def _fmt(x: float, spec: str = ",.0f") -> str:
-    return "-" if not np.isfinite(x) else format(x, spec)
-
-
 def _report(out: Path, s: Scenario, source: str, rows: list[dict], seeds: int, episodes: int,
             liar: str, floor: float, wall: float) -> None:
     table = [
@@ -225,12 +208,12 @@ def _report(out: Path, s: Scenario, source: str, rows: list[dict], seeds: int, e
         "|---|---|---|---|---|---|---|---|---|---|---|",
         *[f"| {r['rule']} | {r['attack']} | {r['diverged']}/{r['seeds']}"
           f"{f' ({_diverged_at(r)})' if r['diverged'] else ''}{_no_policy(r)} | "
-          f"{_fmt(r['team_reward_mean'])} ({_fmt(r['team_reward_ci95_low'])} to "
-          f"{_fmt(r['team_reward_ci95_high'])}) | {_fmt(r['benefit_kept'], '.0%')} | "
-          f"{_fmt(r['p_vs_same_rule_clean'], '.3f')} | "
-          f"{_fmt(r['p_vs_metropolis_clean'], '.3f')} | {_fmt(r['selected_episode_mean'])} | "
-          f"{_fmt(r['last_validation_reward_mean'])} | {_fmt(r['penalty_mean'])} | "
-          f"{_fmt(r['critic_disagreement'], '.2e')} |"
+          f"{fmt(r['team_reward_mean'])} ({fmt(r['team_reward_ci95_low'])} to "
+          f"{fmt(r['team_reward_ci95_high'])}) | {fmt(r['benefit_kept'], '.0%')} | "
+          f"{fmt(r['p_vs_same_rule_clean'], '.3f')} | "
+          f"{fmt(r['p_vs_metropolis_clean'], '.3f')} | {fmt(r['selected_episode_mean'])} | "
+          f"{fmt(r['last_validation_reward_mean'])} | {fmt(r['penalty_mean'])} | "
+          f"{fmt(r['critic_disagreement'], '.2e')} |"
           for r in rows],
     ]
     lines = [

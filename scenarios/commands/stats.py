@@ -46,6 +46,24 @@ def welch_p(a: Sequence[float], b: Sequence[float]) -> float:
     return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 
+def paired_p(a: Sequence[float], b: Sequence[float]) -> float:
+    """Two-sided p-value of a paired t-test over seeds (the same seed has the same
+    initialisation and training days in both cells), over the seeds where both values
+    are finite (a run without a policy has none); NaN with fewer than two pairs."""
+    pairs = [(x, y) for x, y in zip(a, b, strict=True) if np.isfinite(x) and np.isfinite(y)]
+    if len(pairs) < 2:
+        return float("nan")
+    x, y = np.array(pairs).T
+    if np.allclose(x, y):
+        return 1.0
+    return float(stats.ttest_rel(x, y).pvalue)
+
+
+def fmt(x: float, spec: str = ",.0f") -> str:
+    """A number in a report's table; "-" where there is none (NaN, inf)."""
+    return "-" if not np.isfinite(x) else format(x, spec)
+
+
 def band(frame, confidence: float = 0.95):
     """(mean, low, high) per row of a frame whose columns are seeds."""
     n = frame.shape[1]
