@@ -72,6 +72,9 @@ class Outage:
     start_step: int
     end_step: int
 
+    def covers(self, step: int) -> bool:
+        return StepWindow(self.start_step, self.end_step).covers(step)
+
 
 @dataclass(frozen=True)
 class ExchangeFaults:
@@ -88,11 +91,6 @@ class ExchangeFaults:
             raise ValueError(f"edge_up = {self.edge_up}: a probability in [0, 1]")
         if self.staleness < 0:
             raise ValueError(f"staleness = {self.staleness}: must be 0 or more steps")
-
-    @property
-    def active(self) -> bool:
-        return bool(self.loss or self.staleness or self.edge_up < 1.0 or self.partitions
-                    or self.outages)
 
 
 @dataclass(frozen=True)
@@ -122,8 +120,7 @@ class Exchange:
     """Each agent's half of the graph (0 or 1) for ``partitions``."""
 
     def down(self, agent: str, step: int) -> bool:
-        return any(o.agent == agent and o.start_step <= step <= o.end_step
-                   for o in self.faults.outages)
+        return any(o.agent == agent and o.covers(step) for o in self.faults.outages)
 
     def edge_present(self, a: str, b: str, step: int) -> bool:
         if self.faults.edge_up >= 1.0:
@@ -145,6 +142,14 @@ class Exchange:
             return False
         return not (self.faults.loss and
                     _draw(self.seed, "consensus-loss", sender, receiver, step) < self.faults.loss)
+
+    def recipients(self, sender: str, neighbours: Sequence[str], step: int) -> tuple[str, ...]:
+        """The neighbours ``sender`` sends to at ``step``."""
+        return tuple(b for b in neighbours if self.sends(sender, b, step))
+
+    def heard(self, receiver: str, neighbours: Sequence[str], step: int) -> list[str]:
+        """The neighbours whose vectors of ``step`` reach ``receiver``."""
+        return [b for b in neighbours if self.arrives(b, receiver, step)]
 
 
 @functools.lru_cache(maxsize=4096)  # an edge is drawn by both ends' sends and arrives
@@ -170,6 +175,15 @@ def consensus_index(epochs_done: int, period: int) -> int:
     return epochs_done // period - 1
 
 
+def stale(history: list[tuple[int, Any]], value: Any, step: int, lag: int
+          ) -> tuple[list[tuple[int, Any]], Any | None]:
+    """``history`` (values labelled by step) with ``value`` of ``step`` added and what
+    is too old for ``lag`` dropped, and the value of step - ``lag`` (None if there is
+    none: the pipe is filling, or that step was not seen)."""
+    kept = [(t, v) for t, v in history if t >= step - lag] + [(step, value)]
+    return kept, next((v for t, v in kept if t == step - lag), None)
+
+
 def segments_of(layout: Sequence[tuple[str, tuple[int, ...]]]) -> tuple[int, ...]:
     """Sizes of the tensors in a ``consensus_parameters`` vector: the parameters, then
     their two Adam moments (``int8`` scales each on its own)."""
@@ -189,6 +203,10 @@ class Encoded:
     """topk: int32 positions of ``values`` in the difference; else empty."""
     keyframe: int
     """topk: the step of the keyframe this is (``index`` empty) or differs from; -1 else."""
+
+    @classmethod
+    def exact(cls, values: np.ndarray) -> Encoded:
+        return cls("float32", values, _EMPTY_F, _EMPTY_I, -1)
 
 
 _EMPTY_F = np.zeros(0, np.float32)
@@ -226,10 +244,8 @@ class Sender:
         """Record ``vector`` (the agent's at ``step``) and, when ``sending`` to anyone,
         the encoding of what it sends at ``step``: its vector of step - staleness
         (nothing if it has none, as while the pipe fills)."""
-        lag = self.exchange.faults.staleness
-        self.history = [(t, v) for t, v in self.history if t >= step - lag]
-        self.history.append((step, np.array(vector, np.float32)))
-        old = next((v for t, v in self.history if t == step - lag), None)
+        self.history, old = stale(self.history, np.array(vector, np.float32), step,
+                                  self.exchange.faults.staleness)
         if not sending or old is None:
             return None
         return self._encode(old, step)
@@ -237,7 +253,7 @@ class Sender:
     def _encode(self, v: np.ndarray, step: int) -> Encoded:
         c = self.exchange.codec
         if c.kind == "float32":
-            return Encoded("float32", v, _EMPTY_F, _EMPTY_I, -1)
+            return Encoded.exact(v)
         if c.kind in _RANGE:
             scales, per_value = _per_value_scales(v, self.segments, _RANGE[c.kind])
             scaled = v / per_value
@@ -315,14 +331,14 @@ class Receiver:
             raise Undecodable(f"a difference from the keyframe of step {e.keyframe}, which "
                               "this agent did not hear")
         v = held[1].copy()
-        v[index] += e.values
+        with np.errstate(over="ignore"):
+            v[index] += e.values
         return _finite(v)
 
 
 def _finite(v: np.ndarray) -> np.ndarray:
-    with np.errstate(over="ignore"):
-        if not np.isfinite(v).all():
-            raise Undecodable("values beyond float32 once decoded")
+    if not np.isfinite(v).all():
+        raise Undecodable("values beyond float32 once decoded")
     return v
 
 
@@ -360,7 +376,7 @@ class GroupExchange:
         x, log = self.exchange, StepLog(step)
         sent_vectors = sent_vectors or vectors
         for a in self.order:
-            to = tuple(b for b in self.neighbours[a] if x.sends(a, b, step))
+            to = x.recipients(a, self.neighbours[a], step)
             enc = self.senders[a].message(sent_vectors[a], step, bool(to))
             if enc is not None:
                 log.sent[a] = (enc, to)

@@ -22,7 +22,7 @@ from typing import Protocol
 import numpy as np
 
 from peergrid.agents.aggregation import Aggregation
-from peergrid.agents.exchange import GroupExchange, StepLog, consensus_index
+from peergrid.agents.exchange import GroupExchange, StepLog, consensus_index, stale
 from peergrid.agents.poisoning import Liar
 
 
@@ -72,7 +72,7 @@ def _masked_step(holder, order: Sequence[str], weights: np.ndarray, exchange: Gr
     idx = {a: i for i, a in enumerate(order)}
     heard = np.zeros(weights.shape, dtype=bool)
     for a in order:
-        to = tuple(b for b in exchange.neighbours[a] if x.sends(a, b, step))
+        to = x.recipients(a, exchange.neighbours[a], step)
         if to:
             log.sent[a] = (None, to)
         for b in to:
@@ -87,10 +87,8 @@ def _masked_step(holder, order: Sequence[str], weights: np.ndarray, exchange: Gr
     if lag == 0:
         holder.average_shared(order, effective)
         return log
-    history = [(t, snap) for t, snap in exchange.stacked_history if t >= step - lag]
-    history.append((step, holder.shared_snapshot()))
-    exchange.stacked_history = history
-    old = next((snap for t, snap in history if t == step - lag), None)
+    exchange.stacked_history, old = stale(exchange.stacked_history, holder.shared_snapshot(),
+                                          step, lag)
     if old is None:  # nobody has a vector that old (a sender would send nothing)
         log.sent.clear()
         log.used.clear()

@@ -364,13 +364,13 @@ class PPOGroup:
 
         with torch.no_grad():
             for k, p in enumerate(self._shared_tensors()):
-                old_p, old_m = sent[k] if sent is not None else (None, {})
+                old_p, old_m = sent[k] if sent is not None else (None, None)
                 p.copy_(mix(p, old_p))
                 state = self.opt_critic.state.get(p, {})
                 for key in ("exp_avg", "exp_avg_sq"):
-                    if key in state:
-                        state[key].copy_(mix(state[key], old_m.get(key, state[key])
-                                             if sent is not None else None))
+                    if key in state:  # a moment the snapshot lacks: the current one
+                        then = None if old_m is None else old_m.get(key, state[key])
+                        state[key].copy_(mix(state[key], then))
 
     def shared_snapshot(self) -> list[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
         """Copies of every agent's shared tensors and their moments (a stale exchange)."""

@@ -430,12 +430,12 @@ class ProsumerProtocol:
         # a copy: the message goes out after this call returns, and by then the average
         # may already have been written into the learner's parameters
         mine = np.array(self.learner.consensus_parameters(), copy=True)
-        to = [b for b in lg.neighbours if x.sends(self.id, b, t)]
+        to = x.recipients(self.id, lg.neighbours, t)
         encoded = self.s.sender.message(mine, t, bool(to))
         for b in to if encoded is not None else ():  # None: no vector of step t - staleness
             self.fx.send(b, Critic.of(u, e, lg.layout, encoded), u, e)
         self.exchange = {"u": u, "e": e, "mine": mine,
-                         "expected": [b for b in lg.neighbours if x.arrives(b, self.id, t)],
+                         "expected": x.heard(self.id, lg.neighbours, t),
                          "deadline": now + self.t.consensus_timeout_s}
 
     def _average(self, now: float) -> None:

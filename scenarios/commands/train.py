@@ -225,8 +225,7 @@ class Team:
                     scenario.comms.exchange(seed, graph_halves(scenario, graph)), self.ids,
                     self.weights, segments_of(layout))
                 size = self.group.consensus_parameters(self.ids[0]).size
-                self._exact = Encoded("float32", np.zeros(size, np.float32),
-                                      np.zeros(0, np.float32), np.zeros(0, np.int32), -1)
+                self._exact = Encoded.exact(np.zeros(size, np.float32))
         self.aggregation = scenario.comms.aggregation_rule()
         self.liar = None
         if attack is not None:
