@@ -23,6 +23,7 @@ from collections.abc import Callable
 import numpy as np
 
 from peergrid.agents.devices import feasible_range_kw
+from peergrid.agents.names import REFERENCE_POLICIES  # noqa: F401  (re-exported)
 from peergrid.agents.prosumer import ProsumerSpec
 from peergrid.agents.spaces import ACTION_DIM, OBS
 from peergrid.grid.inverters import volt_watt_pu
@@ -77,6 +78,5 @@ def make_policy(name: str, spec: ProsumerSpec, dt_h: float) -> Policy:
     raise ValueError(f"policy = {name!r}: unknown (choose from {', '.join(REFERENCE_POLICIES)})")
 
 
-REFERENCE_POLICIES = ("nop2p", "selfconsume", "rule", "voltvar")
 INVERTER_CONTROL = {"voltvar": "volt_var"}
 """The inverter control a reference policy needs (the others keep the scenario's)."""

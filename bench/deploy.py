@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from peergrid.scenarios.commands.deploy import deploy, with_faults
-from peergrid.scenarios.definition.loader import load_scenario, parse_scenario, read_toml
+from peergrid.scenarios.definition.loader import load_scenario, parse_scenario, read_scenario_file
 
 
 def _memory_mb(pid: int) -> tuple[float, float, float] | None:
@@ -230,7 +230,7 @@ def flood(port: int, n: int = 100_000, targets: tuple[str, ...] = ("market", "a0
 
 
 def dickert(count: int):
-    data, source = read_toml("dickert_lv")
+    data, source = read_scenario_file("dickert_lv")
     data["placement"]["count"] = count
     return parse_scenario(data, source)
 

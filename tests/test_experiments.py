@@ -8,7 +8,7 @@ import tomllib
 import pytest
 
 from peergrid.scenarios.commands.comparison import SUMMARY_FIELDS, paper_comparison
-from peergrid.scenarios.definition.loader import parse_scenario, read_toml
+from peergrid.scenarios.definition.loader import parse_scenario, read_scenario_file
 from peergrid.scenarios.commands.tuning import grid, tune
 
 pytestmark = pytest.mark.slow
@@ -26,7 +26,7 @@ def test_tuning_writes_settings_a_scenario_file_accepts(ieee13_scenario, tmp_pat
         rows = list(csv.DictReader(f))
     assert len(rows) == 2 * 2 * len(grid("ippo"))
     tuned = tomllib.loads((out / "tuned.toml").read_text())
-    data, source = read_toml("ieee13")
+    data, source = read_scenario_file("ieee13")
     data["algo"]["overrides"] = tuned["algo"]["overrides"]
     s = parse_scenario(data, source)  # the chosen settings are valid overrides
     assert s.algo.for_algorithm("maddpg").batch_size == 1024

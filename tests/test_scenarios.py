@@ -214,3 +214,48 @@ def test_placement_count_samples_load_buses_by_seed(raw):
 def test_bad_placement_is_named(raw, mutate, fragment):
     problems = problems_for(raw, mutate)
     assert any(fragment in p for p in problems), problems
+
+
+@pytest.mark.parametrize("mutate, expected", [
+    (lambda d: d["agents"][0].update(battery_kwh=float("inf")),
+     "agents[0].battery_kwh = inf: must be a finite number"),
+    (lambda d: d["feeder"].update(vm_max_pu=float("nan")),
+     "feeder.vm_max_pu = nan: must be a finite number"),
+    (lambda d: d["agents"][0].update(load_peak_kw=True),
+     "agents[0].load_peak_kw = True: a boolean where a number belongs"),
+    (lambda d: d["scenario"].update(seed="1"),
+     "scenario.seed = '1': a quoted string where a number belongs (write it without "
+     "quotes)"),
+    (lambda d: d.pop("schema_version"), "schema_version: required field is missing"),
+    (lambda d: d["feeder"].update(capacitors=0),
+     "feeder.capacitors = 0: a number where true or false belongs"),
+    (lambda d: d["feeder"].update(capacitors="false"),
+     "feeder.capacitors = 'false': a quoted string where true or false belongs (write it "
+     "without quotes)"),
+    (lambda d: d["scenario"].update(seed=1.0),
+     "scenario.seed = 1.0: a decimal number where an integer belongs"),
+    (lambda d: d["agents"][2].update(load_peek_kw=3.0),
+     "agents[2].load_peek_kw = 3.0: unknown field; did you mean 'load_peak_kw'?"),
+    (lambda d: d.update(tarif={}), "tarif = {}: unknown field; did you mean 'tariff'?"),
+])
+def test_lax_values_are_refused_naming_field_and_value(raw, mutate, expected):
+    problems = problems_for(raw, mutate)
+    assert expected in problems, problems
+    assert len(problems) == 1  # one line per mistake, not pydantic's as well
+
+
+def test_a_strange_field_name_gets_no_wrong_hint(raw):
+    problems = problems_for(raw, lambda d: d["feeder"].update(zzzz=1))
+    assert problems == ["feeder.zzzz = 1: unknown field"]
+
+
+@pytest.mark.parametrize("name", ["ieee13", "case33bw", "dickert_lv"])
+@pytest.mark.parametrize("fmt", ["toml", "json"])
+def test_a_shown_scenario_reads_back_to_the_same_scenario(name, fmt, tmp_path):
+    from peergrid.scenarios.definition.loader import to_file_text
+
+    s = load_scenario(name)
+    path = tmp_path / f"shown.{fmt}"
+    path.write_text(to_file_text(s, fmt))
+    back = load_scenario(path)
+    assert back.model_dump(exclude={"placement"}) == s.model_dump(exclude={"placement"})

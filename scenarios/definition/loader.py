@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from peergrid.grid.feeders import bus_phases, feeder_buses
+from peergrid.scenarios.definition import strict
 from peergrid.scenarios.definition.errors import ScenarioError
 from peergrid.scenarios.definition.profiles import PROFILE_YEAR, available_profiles
 from peergrid.scenarios.definition.placement import place_agents
@@ -32,6 +34,8 @@ def resolve(name_or_path: str | Path) -> Path:
     shipped = SHIPPED_DIR / f"{name_or_path}.toml"
     if shipped.is_file():
         return shipped
+    if path.is_dir():
+        raise ScenarioError(str(name_or_path), ["a directory, not a scenario file"])
     raise ScenarioError(
         str(name_or_path),
         [f"no such file, and not a shipped scenario (shipped: {', '.join(builtin_scenarios())})"],
@@ -48,8 +52,10 @@ def _loc(loc: tuple[int | str, ...]) -> str:
     return out or "(file)"
 
 
-def pydantic_problems(err: ValidationError, prefix: tuple[str, ...] = ()) -> list[str]:
-    """One line per validation error, naming the field (under ``prefix``) and value."""
+def pydantic_problems(err: ValidationError, prefix: tuple[str, ...] = (),
+                      root: type[BaseModel] = Scenario) -> list[str]:
+    """One line per validation error, naming the field (under ``prefix``) and value;
+    ``root`` is the model validated, for the nearest known name of a misspelt field."""
     problems = []
     for e in err.errors():
         msg = e["msg"].removeprefix("Value error, ")
@@ -57,7 +63,9 @@ def pydantic_problems(err: ValidationError, prefix: tuple[str, ...] = ()) -> lis
         if e["type"] in ("missing",):
             problems.append(f"{where}: required field is missing")
         elif e["type"] == "extra_forbidden":
-            problems.append(f"{where} = {e['input']!r}: unknown field")
+            loc = tuple(p for p in e["loc"] if not str(p).startswith(("function-", "model-")))
+            problems.append(f"{where} = {e['input']!r}: unknown field"
+                            f"{strict.did_you_mean(root, loc)}")
         elif e["type"].startswith("model") or "model" in str(e.get("ctx", "")):
             problems.append(f"{where}: {msg}")
         elif isinstance(e.get("input"), dict):
@@ -145,10 +153,15 @@ def in_window(s: Scenario, window: str) -> Scenario:
 
 def parse_scenario(data: dict[str, Any], source: str) -> Scenario:
     """Validate a scenario already read into a dict (from TOML or elsewhere)."""
+    typed = strict.field_problems(data, Scenario)
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as err:
-        raise ScenarioError(source, pydantic_problems(err)) from None
+        named = {t.split(" = ")[0] for t in typed}
+        rest = [p for p in pydantic_problems(err) if p.split(" = ")[0].split(":")[0] not in named]
+        raise ScenarioError(source, typed + rest) from None
+    if typed:
+        raise ScenarioError(source, typed)
     if scenario.placement is not None:
         problems = _placement_checks(scenario)
         if problems:
@@ -166,27 +179,48 @@ def parse_scenario(data: dict[str, Any], source: str) -> Scenario:
     return scenario
 
 
-def read_toml(name_or_path: str | Path) -> tuple[dict[str, Any], str]:
-    """(raw dict, file name) of a scenario file, with syntax errors named."""
+def read_scenario_file(name_or_path: str | Path) -> tuple[dict[str, Any], str]:
+    """(raw dict, file name) of a scenario file, with syntax errors named: TOML, or the
+    JSON that ``peergrid scenario show --format json`` prints (a ``.json`` file)."""
     path = resolve(name_or_path)
+    if path.suffix.lower() == ".json":
+        try:
+            return json.loads(path.read_text(encoding="utf-8")), path.name
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ScenarioError(path.name, [f"JSON syntax: {err}"]) from None
     try:
         with open(path, "rb") as f:
             return tomllib.load(f), path.name
-    except tomllib.TOMLDecodeError as err:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise ScenarioError(path.name, [f"TOML syntax: {err}"]) from None
+
+
+def to_file_text(scenario: Scenario, fmt: str = "toml") -> str:
+    """The scenario fully resolved (every default filled in, generated agents listed), as
+    a file ``load_scenario`` reads back to the same scenario. Unset optional fields are
+    left out (TOML has no null), and the placement rule too: its agents are listed."""
+    data = scenario.model_dump(mode="json" if fmt == "json" else "python", exclude_none=True,
+                               exclude={"placement"})
+    if fmt == "json":
+        return json.dumps(data, indent=2)
+    if fmt != "toml":
+        raise ValueError(f"format = {fmt!r}: toml or json")
+    import tomli_w
+
+    return tomli_w.dumps(data)
 
 
 def load_scenario(name_or_path: str | Path, days: int | None = None) -> Scenario:
     """Read, validate and (optionally) override the horizon of a scenario. Generated
     agents come from the file's own window, so ``days`` never changes who they are."""
-    data, source = read_toml(name_or_path)
+    data, source = read_scenario_file(name_or_path)
     scenario = parse_scenario(data, source)
     if days is None:
         return scenario
     dumped = scenario.model_dump(mode="json")
     dumped["scenario"]["days"] = days
     dumped["placement"] = None  # the agents were generated from the file's window
-    return parse_scenario(dumped, source)
+    return parse_scenario(dumped, f"{source} with days = {days}")
 
 
 def scenario_from_dump(data: dict[str, Any]) -> Scenario:

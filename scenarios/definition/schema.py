@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from peergrid.agents.aggregation import Aggregation
+from peergrid.agents.names import ALGORITHMS  # noqa: F401  (re-exported)
 from peergrid.agents.exchange import Codec, Exchange, ExchangeFaults, Outage, StepWindow
 from peergrid.agents.learners.config import LearnerConfig
 from peergrid.agents.prosumer import INVERTER_KVA_PER_KW
@@ -21,7 +22,7 @@ Hourly = float | list[float]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ScenarioMeta(_Section):
@@ -437,7 +438,6 @@ class DeployConfig(_Section):
     kills: list[KillConfig] = Field(default=[], description="Processes killed and restarted.")
 
 
-ALGORITHMS = ("consensus", "consensus-critic", "ippo", "mappo", "maddpg")
 AlgoName = Literal["consensus", "consensus-critic", "ippo", "mappo", "maddpg"]
 
 
@@ -567,7 +567,9 @@ class AlgoConfig(_Section):
 
 
 class Scenario(_Section):
-    schema_version: Literal[1] = Field(default=1, description="Scenario file format version.")
+    schema_version: Literal[1] = Field(
+        description="Scenario file format version (required: a file of another version "
+        "is refused rather than misread).")
     scenario: ScenarioMeta
     feeder: FeederConfig = FeederConfig()
     tariff: TariffConfig
