@@ -1,7 +1,20 @@
 """Power-flow speed and accuracy: peergrid's Z-bus solver vs pandapower vs lightsim2grid.
 
-Run: ``python bench/powerflow.py [--batch 1000] [--repeat 200]`` (lightsim2grid comes
-with ``pip install -c constraints.txt -e '.[bench]'``; it is skipped when missing).
+Run: ``python bench/powerflow.py [--batch 1000] [--repeat 200] [--pairs 15]
+[--threads 1,2]`` (lightsim2grid comes with ``pip install -c constraints.txt -e
+'.[bench]'``; it is skipped when missing).
+
+Threads: every contender gets the same number. For each count in ``--threads`` the
+bench reruns itself in a fresh interpreter with the BLAS/OpenMP thread variables set
+before numpy is imported (the fast solvers' batches are BLAS products) and
+lightsim2grid's time series given as many threads (``nb_thread``); lightsim2grid's
+single Newton solve is single-threaded C++. The CPU/wall column shows how many cores a
+fast batch really kept busy.
+
+Spread: the batch-vs-lightsim2grid ratio is measured in ``--pairs`` alternated pairs
+(fast batch, then lightsim2grid's series on the same vectors), so a machine busy with
+other work slows both sides of a pair alike; the table gives the median ratio and its
+interquartile range, and ``--repeat`` single solves give the median and IQR of a solve.
 
 For each feeder every solver gets the same random injection vectors (each bus draws
 0-1.5 x the feeder's average base load, a third of the buses exporting). Timings are
@@ -19,28 +32,59 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 import warnings
 from collections.abc import Callable
 
-import numpy as np
-import pandapower as pp
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                    "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+"""Read once, when the libraries load: set in the child's environment, never here."""
 
-from peergrid.grid.feeders import FEEDERS, base_loads, build_feeder
-from peergrid.grid.powerflow import PandapowerSolver
-from peergrid.grid.zbus import ZBusSolver
+import numpy as np  # noqa: E402
+import pandapower as pp  # noqa: E402
+
+from peergrid.grid.feeders import FEEDERS, base_loads, build_feeder  # noqa: E402
+from peergrid.grid.powerflow import PandapowerSolver  # noqa: E402
+from peergrid.grid.zbus import ZBusSolver  # noqa: E402
+
+THREADS = 1
+"""This process's thread count (``--worker``), given to lightsim2grid's time series too."""
 
 
-def per_call_s(fn: Callable[[], object], repeat: int) -> float:
-    """Median wall time of one call over ``repeat`` calls (after one warm-up)."""
+def call_times_s(fn: Callable[[], object], repeat: int) -> list[float]:
+    """Wall time of each of ``repeat`` calls (after one warm-up)."""
     fn()
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return times
+
+
+def per_call_s(fn: Callable[[], object], repeat: int) -> float:
+    """Median wall time of one call over ``repeat`` calls (after one warm-up)."""
+    return statistics.median(call_times_s(fn, repeat))
+
+
+def iqr(xs: list[float]) -> tuple[float, float]:
+    """(first quartile, third quartile)."""
+    q = statistics.quantiles(xs, n=4, method="inclusive")
+    return q[0], q[2]
+
+
+def cpu_per_wall(fn: Callable[[], object], repeat: int = 5) -> float:
+    """Process CPU time over wall time of ``repeat`` calls: the cores kept busy."""
+    fn()
+    c0, t0 = time.process_time(), time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    return (time.process_time() - c0) / (time.perf_counter() - t0)
 
 
 def injections(name: str, bus_names: list[str], batch: int, seed: int = 0
@@ -58,6 +102,7 @@ class LightSim:
     """lightsim2grid's C++ model of the reference net (agent loads on every bus)."""
 
     def __init__(self, ref: PandapowerSolver) -> None:
+        from lightsim2grid.lightsim2grid_cpp import InjectionSweepCPP
         from lightsim2grid.network import init_from_pandapower
         from lightsim2grid.timeSerie import TimeSeriesCPP
 
@@ -70,8 +115,11 @@ class LightSim:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             self.model = init_from_pandapower(net)
+        # the time series starts each step from the last: one thread by design.
+        # InjectionSweep solves the same steps from one start, split over threads
         self.series = TimeSeriesCPP(self.model)
-        self.series.nb_thread = 1
+        self.sweep = InjectionSweepCPP(self.model)
+        self.sweep.nb_thread = THREADS
         self.agent_load = ref._load_idx  # fused buses keep their load rows
         self.load_p_mw = net.load.p_mw.to_numpy().copy()
         self.load_q_mvar = net.load.q_mvar.to_numpy().copy()
@@ -101,22 +149,28 @@ class LightSim:
         """One Newton-Raphson solve of the loads set last (setting them is not timed)."""
         return self.model.ac_pf(self.v0, 30, 1e-8)
 
-    def series_vm(self, p_kw: np.ndarray, q_kvar: np.ndarray) -> np.ndarray:
+    def series_vm(self, p_kw: np.ndarray, q_kvar: np.ndarray, sweep: bool = False
+                  ) -> np.ndarray:
+        """Every vector solved by the time series (or, ``sweep``, the threaded sweep)."""
+        computer = self.sweep if sweep else self.series
         lp, lq = self._loads(p_kw, q_kvar)
-        self.series.modify_load_p(lp)
-        self.series.modify_load_q(lq)
-        self.series.compute(self.v0, 30, 1e-8)
-        return np.abs(self.series.get_voltages())
+        computer.modify_load_p(lp)
+        computer.modify_load_q(lq)
+        computer.compute(self.v0, 30, 1e-8)
+        return np.abs(computer.get_voltages())
 
 
-def bench_feeder(name: str, batch: int, repeat: int) -> dict[str, float]:
+def bench_feeder(name: str, batch: int, repeat: int, pairs: int = 15) -> dict[str, float]:
     net = build_feeder(name, slack_vm_pu=1.0)
     fast, ref = ZBusSolver(net), PandapowerSolver(net)
     p, q = injections(name, fast.bus_names, batch)
     out: dict[str, float] = {"buses": len(fast.bus_names)}
 
-    out["fast_us"] = per_call_s(lambda: fast.solve(p[0], q[0]), repeat) * 1e6
+    single = call_times_s(lambda: fast.solve(p[0], q[0]), repeat)
+    out["fast_us"] = statistics.median(single) * 1e6
+    out["fast_us_q1"], out["fast_us_q3"] = (x * 1e6 for x in iqr(single))
     out["fast_batch_us"] = per_call_s(lambda: fast.solve_batch(p, q), 5) / batch * 1e6
+    out["fast_batch_cpu_per_wall"] = cpu_per_wall(lambda: fast.solve_batch(p, q))
     batch_res = fast.solve_batch(p, q)
 
     n_ref = min(batch, 30)
@@ -148,8 +202,23 @@ def bench_feeder(name: str, batch: int, repeat: int) -> dict[str, float]:
     ls.set_loads(p[0], q[0])
     out["ls_single_us"] = per_call_s(ls.single, repeat) * 1e6
     single_vm = np.abs(ls.single())
-    out["ls_series_us"] = per_call_s(lambda: ls.series_vm(p, q), 5) / batch * 1e6
+    out["ls_series_cpu_per_wall"] = cpu_per_wall(lambda: ls.series_vm(p, q))
+    # alternated pairs: the ratio of each pair, so shared load hits both sides alike
+    out["ls_sweep_cpu_per_wall"] = cpu_per_wall(lambda: ls.series_vm(p, q, sweep=True))
+    fast_t, ls_t, sweep_t = [], [], []
+    for _ in range(pairs):  # fast, series, sweep in turn
+        fast_t += call_times_s(lambda: fast.solve_batch(p, q), 1)
+        ls_t += call_times_s(lambda: ls.series_vm(p, q), 1)
+        sweep_t += call_times_s(lambda: ls.series_vm(p, q, sweep=True), 1)
+    # lightsim2grid's better mode in each triple: what a user would pick
+    ratios = [min(b, c) / a for a, b, c in zip(fast_t, ls_t, sweep_t, strict=True)]
+    out["fast_batch_us"] = statistics.median(fast_t) / batch * 1e6
+    out["ls_series_us"] = statistics.median(ls_t) / batch * 1e6
+    out["ls_sweep_us"] = statistics.median(sweep_t) / batch * 1e6
+    out["ls_over_fast"] = statistics.median(ratios)
+    out["ls_over_fast_q1"], out["ls_over_fast_q3"] = iqr(ratios)
     ls_vm = ls.series_vm(p, q)
+    out["ls_sweep_max_dv_pu"] = float(np.max(np.abs(ls.series_vm(p, q, sweep=True) - ls_vm)))
     # compare at the buses carrying the agents' loads
     fast_at_loads = batch_res.vm_pu[:, [fast.bus_names.index(str(ref.net.bus.name.at[b]))
                                         for b in ref.net.load.bus.loc[ref._load_idx]]]
@@ -197,43 +266,85 @@ def bench_per_phase(batch: int, repeat: int) -> dict[str, float]:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=1000)
-    parser.add_argument("--repeat", type=int, default=200)
-    args = parser.parse_args()
-    results = {}
-    print(f"batch = {args.batch} injection vectors per feeder; medians of repeated calls")
-    header = (f"{'feeder':<11}{'buses':>6}{'fast µs':>9}{'batch µs':>10}{'runpp ms':>10}"
-              f"{'recycle ms':>11}{'ls µs':>8}{'ls ts µs':>9}"
-              f"{'x runpp':>9}{'x recycle':>10}{'batch/ls ts':>12}{'max dV pu':>11}")
+def run_worker(args: argparse.Namespace) -> dict:
+    """Every measurement at this process's thread count, as JSON-ready numbers."""
+    results = {name: bench_feeder(name, args.batch, args.repeat, args.pairs) for name in FEEDERS}
+    return {"threads": THREADS, "feeders": results,
+            "per_phase": bench_per_phase(args.batch, args.repeat)}
+
+
+def run_threads(threads: int, argv: list[str]) -> dict:
+    """This bench in a fresh interpreter with ``threads`` threads everywhere."""
+    env = {**os.environ, **{v: str(threads) for v in THREAD_VARIABLES}}
+    done = subprocess.run([sys.executable, __file__, *argv, "--worker", str(threads)],
+                          env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"the {threads}-thread run failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def print_table(run: dict, batch: int) -> None:
+    results, ph, th = run["feeders"], run["per_phase"], run["threads"]
+    print(f"\n{th} thread(s) for every solver; batch = {batch} injection vectors per feeder")
+    header = (f"{'feeder':<11}{'buses':>6}{'fast µs (IQR)':>20}{'batch µs':>10}{'cpu/wall':>9}"
+              f"{'runpp ms':>10}{'recycle ms':>11}{'ls µs':>8}{'ls ts µs':>9}"
+              f"{'ls sw µs':>9}{'sw cpu':>7}{'x runpp':>9}{'ls best / batch (IQR)':>23}"
+              f"{'max dV pu':>11}")
     print(header)
-    for name in FEEDERS:
-        r = bench_feeder(name, args.batch, args.repeat)
-        results[name] = r
+    for name, r in results.items():
         ls_single = r.get("ls_single_us", float("nan"))
         ls_series = r.get("ls_series_us", float("nan"))
-        print(f"{name:<11}{r['buses']:>6.0f}{r['fast_us']:>9.1f}{r['fast_batch_us']:>10.2f}"
-              f"{r['runpp_ms']:>10.2f}{r['runpp_recycle_ms']:>11.2f}{ls_single:>8.1f}"
-              f"{ls_series:>9.2f}{r['runpp_ms'] * 1e3 / r['fast_us']:>9.0f}"
-              f"{r['runpp_recycle_ms'] * 1e3 / r['fast_us']:>10.1f}"
-              f"{ls_series / r['fast_batch_us']:>12.2f}{r['max_dv_pu']:>11.1e}")
+        ratio = (f"{r['ls_over_fast']:.2f} ({r['ls_over_fast_q1']:.2f}-{r['ls_over_fast_q3']:.2f})"
+                 if "ls_over_fast" in r else "-")
+        single = f"{r['fast_us']:.0f} ({r['fast_us_q1']:.0f}-{r['fast_us_q3']:.0f})"
+        print(f"{name:<11}{r['buses']:>6.0f}{single:>20}{r['fast_batch_us']:>10.2f}"
+              f"{r['fast_batch_cpu_per_wall']:>9.2f}{r['runpp_ms']:>10.2f}"
+              f"{r['runpp_recycle_ms']:>11.2f}{ls_single:>8.1f}{ls_series:>9.2f}"
+              f"{r.get('ls_sweep_us', float('nan')):>9.2f}"
+              f"{r.get('ls_sweep_cpu_per_wall', float('nan')):>7.2f}"
+              f"{r['runpp_ms'] * 1e3 / r['fast_us']:>9.0f}{ratio:>23}{r['max_dv_pu']:>11.1e}")
     for name, r in results.items():
-        print(f"{name}: a batch of {args.batch} vectors in {r['fast_batch_us'] * args.batch / 1e3:.1f} ms")
         if "ls_max_dv_pu" in r:
             print(f"{name}: lightsim2grid vs fast solver, max |dV| at agent buses "
-                  f"{r['ls_max_dv_pu']:.1e} pu")
-    ph = bench_per_phase(args.batch, args.repeat)
+                  f"{r['ls_max_dv_pu']:.1e} pu; sweep vs time series {r['ls_sweep_max_dv_pu']:.1e} pu")
     print(f"ieee13 per phase ({ph['nodes']:.0f} nodes, transposed lines): fast {ph['fast_us']:.1f} µs, "
           f"batch {ph['fast_batch_us']:.2f} µs/solve, runpp_3ph {ph['runpp_3ph_ms']:.1f} ms "
           f"(x {ph['runpp_3ph_ms'] * 1e3 / ph['fast_us']:.0f}), max |dV| {ph['max_dv_pu']:.1e} pu")
     print(f"ieee13 per phase ({ph['real_nodes']:.0f} nodes, the published line matrices): fast "
           f"{ph['real_us']:.1f} µs, batch {ph['real_batch_us']:.2f} µs/solve")
-    max_dv = max(r["max_dv_pu"] for r in results.values())
+
+
+def main() -> None:
+    global THREADS
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=200, help="single solves timed")
+    parser.add_argument("--pairs", type=int, default=15,
+                        help="alternated (fast batch, lightsim2grid series) pairs timed")
+    parser.add_argument("--threads", default="1,2", help="thread counts, one table each")
+    parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker is not None:
+        THREADS = args.worker
+        print(json.dumps(run_worker(args)))
+        return
+    argv = ["--batch", str(args.batch), "--repeat", str(args.repeat), "--pairs", str(args.pairs)]
+    runs = [run_threads(int(t), argv) for t in args.threads.split(",")]
+    load = os.getloadavg()
+    print(f"medians of repeated calls; {os.cpu_count()} CPUs, load average at the end "
+          f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1 / 5 / 15 min)")
+    for run in runs:
+        print_table(run, args.batch)
+    first = runs[0]
+    results, ph = first["feeders"], first["per_phase"]
+    max_dv = max(r["max_dv_pu"] for run in runs for r in run["feeders"].values())
+    ratios = " ".join(f"ls_over_batch_{run['threads']}t_{name}={r['ls_over_fast']:.2f}"
+                      for run in runs for name, r in run["feeders"].items()
+                      if "ls_over_fast" in r)
     print(f"speedup_vs_runpp ieee13={results['ieee13']['runpp_ms'] * 1e3 / results['ieee13']['fast_us']:.0f} "
           f"case33bw={results['case33bw']['runpp_ms'] * 1e3 / results['case33bw']['fast_us']:.0f} "
           f"max_dv_pu={max(max_dv, ph['max_dv_pu']):.1e} "
-          f"per_phase_vs_runpp_3ph={ph['runpp_3ph_ms'] * 1e3 / ph['fast_us']:.0f}")
+          f"per_phase_vs_runpp_3ph={ph['runpp_3ph_ms'] * 1e3 / ph['fast_us']:.0f} {ratios}")
 
 
 if __name__ == "__main__":

@@ -11,11 +11,13 @@ import copy
 import logging
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import networkx as nx
 import numpy as np
-import pandapower as pp
+
+if TYPE_CHECKING:  # imported where used: importing pandapower takes seconds
+    import pandapower as pp
 
 logger = logging.getLogger(__name__)
 
@@ -146,6 +148,8 @@ class PandapowerSolver:
     """Reference solver: ``pandapower.runpp`` (Newton-Raphson) on a private copy."""
 
     def __init__(self, net: pp.pandapowerNet) -> None:
+        import pandapower as pp
+
         self.net = copy.deepcopy(net)
         self.bus_names = [str(n) for n in self.net.bus.name]
         self.node_names = list(self.bus_names)
@@ -158,6 +162,8 @@ class PandapowerSolver:
         )
 
     def solve(self, p_kw: np.ndarray, q_kvar: np.ndarray) -> PowerFlowResult:
+        import pandapower as pp
+
         n = len(self.bus_names)
         if p_kw.shape != (n,) or q_kvar.shape != (n,):
             raise ValueError(f"injections must have shape ({n},), got {p_kw.shape}, {q_kvar.shape}")
@@ -182,6 +188,8 @@ class PandapowerPhaseSolver:
     asymmetric load per bus; nodes are every bus's phases a, b, c."""
 
     def __init__(self, net: pp.pandapowerNet) -> None:
+        import pandapower as pp
+
         self.net = copy.deepcopy(net)
         self.bus_names = [str(n) for n in self.net.bus.name]
         self.node_names = [f"{b}.{p}" for b in self.bus_names for p in "abc"]
@@ -194,6 +202,7 @@ class PandapowerPhaseSolver:
              for bus, name in zip(self.net.bus.index, self.bus_names, strict=True)])
 
     def solve(self, p_kw: np.ndarray, q_kvar: np.ndarray) -> PowerFlowResult:
+        import pandapower as pp
         from pandapower.pf.runpp_3ph import runpp_3ph
 
         n = len(self.node_names)

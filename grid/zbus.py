@@ -22,11 +22,13 @@ import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandapower as pp
 import scipy.sparse as sp
-from pandapower.pypower.dSbus_dV import dSbus_dV
+
+if TYPE_CHECKING:  # imported where used: importing pandapower takes seconds
+    import pandapower as pp
 
 from peergrid.grid.powerflow import PowerFlowResult, line_names, topology_of
 
@@ -126,6 +128,8 @@ class ZBusIteration:
         v = np.zeros(self.n, dtype=complex)
         v[self.slack] = self.v_slack
         v[pq] = self.w
+        from pandapower.pypower.dSbus_dV import dSbus_dV
+
         tol = self.tol_pu * 1e-2
         with np.errstate(all="ignore"):
             for _ in range(self.newton_max_iter):
@@ -154,6 +158,8 @@ class ZBusSolver:
 
     def __init__(self, net: pp.pandapowerNet, tol_pu: float = 1e-11, max_iter: int = 60,
                  newton_max_iter: int = 30) -> None:
+        import pandapower as pp
+
         self.net = copy.deepcopy(net)
         self.bus_names = [str(n) for n in self.net.bus.name]
         self.node_names = list(self.bus_names)

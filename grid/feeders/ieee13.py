@@ -28,9 +28,12 @@ voltages). In a market scenario the agents *are* those loads.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandapower as pp
+
+if TYPE_CHECKING:  # imported where used: the per-phase model needs no pandapower
+    import pandapower as pp
 
 FT_PER_MILE = 5280.0
 KM_PER_MILE = 1.609344
@@ -139,6 +142,8 @@ def build_ieee13(
     with_capacitors: bool = True,
 ) -> pp.pandapowerNet:
     """Build the balanced IEEE 13-node equivalent; bus names are the IEEE node ids."""
+    import pandapower as pp
+
     net = pp.create_empty_network(name="ieee13", f_hz=F_HZ, sn_mva=1.0)
     bus = {b: pp.create_bus(net, vn_kv=BUS_KV[b], name=b) for b in BUSES}
     pp.create_ext_grid(net, bus["650"], vm_pu=slack_vm_pu, va_degree=0.0, name="regulator")
@@ -240,6 +245,8 @@ def build_ieee13_sequence(slack_vm_pu: float = 1.0) -> pp.pandapowerNet:
     """``phase_feeder("sequence")`` as a pandapower network for ``runpp_3ph``: every
     segment three-phase with positive- and zero-sequence impedances, XFM-1 YNyn, a stiff
     source (the regulator's output), no loads (``PandapowerPhaseSolver`` adds them)."""
+    import pandapower as pp
+
     net = pp.create_empty_network(name="ieee13_sequence", f_hz=F_HZ, sn_mva=1.0)
     bus = {b: pp.create_bus(net, vn_kv=BUS_KV[b], name=b) for b in BUSES}
     pp.create_ext_grid(net, bus["650"], vm_pu=slack_vm_pu, va_degree=0.0, name="regulator",

@@ -3,14 +3,18 @@
 Layout of ``runs/NAME/``::
 
     manifest.json        resolved scenario, seed, policy, versions, git commit, command
-    agents/<id>.jsonl    one RoundRecord per round (agents.records), flushed every round
+    agents/<id>.jsonl    one RoundRecord per round (agents.records): written every 96
+                         rounds in process, every round by a deployed node (comms.runlog)
     market.jsonl         one row per round: TSP, TBP, SDR, prices, P2P volume
     grid.jsonl           one row per round: convergence, line loading, vm_pu.<bus>
     summary.json, *.png  written by `peergrid logs summarize|plot`
 
 Files are JSON Lines that ``pandas.read_json(path, lines=True)`` reads directly
-(``Infinity`` appears where SDR is infinite: sellers and no buyers). Readers
-de-duplicate on the natural key, so a replayed round is never counted twice.
+(``Infinity`` appears where SDR is infinite: sellers and no buyers). A run written with
+``--format parquet`` has ``agents.parquet``, ``market.parquet`` and ``grid.parquet``
+instead (comms.runlog.convert_to_parquet); ``read_records`` and ``read_table`` read
+either, to the same DataFrame. Readers de-duplicate on the natural key, so a replayed
+round is never counted twice.
 """
 
 from __future__ import annotations
@@ -28,8 +32,12 @@ from typing import Any
 import pandas as pd
 
 from peergrid.agents.records import RoundRecord  # noqa: F401
-from peergrid.comms.runlog import RunWriter  # noqa: F401  (one writer for every runtime)
+from peergrid.comms.runlog import (AGENTS_PARQUET, FORMATS, RunWriter,  # noqa: F401
+                                   check_format, convert_to_parquet, read_jsonl, read_parquet)
 
+IN_PROCESS_BUFFER_ROUNDS = 96
+"""In-process runs write their records every this many rounds (and at the end): a
+flush per row was most of the cost of recording a round (comms.runlog)."""
 AGENT_KEY = ["episode", "round", "agent"]
 ROUND_KEY = ["episode", "round"]
 _VERSIONED = ("peergrid", "numpy", "pandas", "pandapower", "mesa", "pettingzoo", "simbench",
@@ -82,24 +90,30 @@ def read_manifest(run_dir: str | Path) -> dict[str, Any]:
         return json.load(f)
 
 
-def _read_jsonl(path: Path) -> pd.DataFrame:
-    return pd.read_json(path, lines=True, dtype=False) if path.stat().st_size else pd.DataFrame()
-
-
 def read_records(run_dir: str | Path) -> pd.DataFrame:
-    """All agents' round records, sorted and de-duplicated on (episode, round, agent)."""
-    files = sorted((Path(run_dir) / "agents").glob("*.jsonl"))
-    if not files:
-        raise FileNotFoundError(f"{run_dir}/agents: no agent records")
-    df = pd.concat([_read_jsonl(p) for p in files], ignore_index=True)
+    """All agents' round records (JSON Lines or Parquet), sorted and de-duplicated on
+    (episode, round, agent)."""
+    parquet = Path(run_dir) / AGENTS_PARQUET
+    if parquet.is_file():  # complete before any JSON Lines file was removed
+        df = read_parquet(parquet)
+    else:
+        files = sorted((Path(run_dir) / "agents").glob("*.jsonl"))
+        if not files:
+            raise FileNotFoundError(f"{run_dir}/agents: no agent records")
+        df = pd.concat([read_jsonl(p) for p in files], ignore_index=True)
     df = df.drop_duplicates(AGENT_KEY, keep="last")
     return df.sort_values(AGENT_KEY, kind="stable").reset_index(drop=True)
 
 
 def read_table(run_dir: str | Path, name: str) -> pd.DataFrame:
-    """market.jsonl or grid.jsonl, de-duplicated on (episode, round)."""
+    """market or grid (.parquet or .jsonl), de-duplicated on (episode, round)."""
+    parquet = Path(run_dir) / f"{name}.parquet"
     path = Path(run_dir) / f"{name}.jsonl"
-    if not path.is_file():
+    if parquet.is_file():
+        df = read_parquet(parquet)
+    elif path.is_file():
+        df = read_jsonl(path)
+    else:
         raise FileNotFoundError(f"{path}: missing")
-    df = _read_jsonl(path).drop_duplicates(ROUND_KEY, keep="last")
+    df = df.drop_duplicates(ROUND_KEY, keep="last")
     return df.sort_values(ROUND_KEY, kind="stable").reset_index(drop=True)
