@@ -126,10 +126,12 @@ def summarize(run_dir: str | Path) -> dict[str, Any]:
                               sorted({a["bus"] for a in manifest["scenario"]["agents"]}))),
         "agent_penalty_rounds": int(per_agent.voltage_penalty_rounds.sum()),
     }
-    market_path = Path(run_dir) / "market.jsonl"
-    if market_path.is_file():  # a deployment's: the rounds each node was down in
-        market = pd.read_json(market_path, lines=True)
-        if "down" in market:
+    try:
+        market = read_table(run_dir, "market")
+    except FileNotFoundError:  # a deployment whose market never wrote a round
+        market = pd.DataFrame()
+    if len(market):
+        if "down" in market:  # a deployment's: the rounds each node was down in
             down: dict[str, list[int]] = {}
             for k, names in enumerate(market["down"]):
                 for name in names:
@@ -141,15 +143,51 @@ def summarize(run_dir: str | Path) -> dict[str, Any]:
     return {"community": community, "agents": per_agent.reset_index().to_dict(orient="records")}
 
 
-def format_summary(summary: dict[str, Any]) -> str:
+AGENT_TABLE_MAX = 20
+"""Above this many agents the summary shows the extremes, not every agent."""
+
+
+AGENT_COLUMNS = ["bus", "cost", "grid_only_cost", "voltage_penalty", "line_penalty",
+                 "p2p_bought_kwh", "p2p_sold_kwh", "grid_import_kwh", "grid_export_kwh",
+                 "curtailed_kwh", "self_sufficiency"]
+
+
+def agent_tables(summary: dict[str, Any], all_agents: bool = False, top: int = 5
+                 ) -> list[tuple[str, pd.DataFrame]]:
+    """(caption, table) of the agents to show: every agent in a small community (or with
+    ``all_agents``); else the ``top`` with the highest energy cost and the ``top`` with
+    the lowest, so a 1,000-agent run prints a screenful, not a thousand lines."""
+    agents = pd.DataFrame(summary["agents"]).set_index("agent")[AGENT_COLUMNS]
+    if all_agents or len(agents) <= AGENT_TABLE_MAX:
+        return [("Per agent (totals over the run; cost in currency, energy in kWh)", agents)]
+    by_cost = agents.sort_values("cost", ascending=False, kind="stable")
+    return [(f"The {top} agents with the highest cost (of {len(agents)})", by_cost.head(top)),
+            (f"The {top} agents with the lowest cost (of {len(agents)})",
+             by_cost.tail(top).iloc[::-1])]
+
+
+def agent_table(summary: dict[str, Any], all_agents: bool = False, top: int = 5) -> list[str]:
+    """The per-agent lines of ``format_summary`` (``agent_tables``, and for a large
+    community the spread of cost over every agent)."""
+    lines = []
+    tables = agent_tables(summary, all_agents, top)
+    if len(tables) > 1:
+        cost = pd.Series([a["cost"] for a in summary["agents"]])
+        q = cost.quantile([0.0, 0.25, 0.5, 0.75, 1.0]).to_numpy()
+        lines += [f"Per agent: {len(cost)} agents, cost in currency, energy in kWh "
+                  "(--all-agents prints every agent)",
+                  f"  cost over agents: min {q[0]:,.2f}, quartiles {q[1]:,.2f} / {q[2]:,.2f} / "
+                  f"{q[3]:,.2f}, max {q[4]:,.2f}"]
+    for caption, table in tables:
+        lines += [f"{caption}:", table.to_string(float_format=lambda x: f"{x:,.2f}")]
+    return lines
+
+
+def format_summary(summary: dict[str, Any], all_agents: bool = False) -> str:
+    """The summary as text: the agents (``agent_table``), then the community."""
     c = summary["community"]
-    agents = pd.DataFrame(summary["agents"]).set_index("agent")
-    cols = ["bus", "cost", "grid_only_cost", "voltage_penalty", "line_penalty",
-            "p2p_bought_kwh", "p2p_sold_kwh", "grid_import_kwh", "grid_export_kwh",
-            "curtailed_kwh", "self_sufficiency"]
     lines = [
-        "Per agent (totals over the run; cost in currency, energy in kWh):",
-        agents[cols].to_string(float_format=lambda x: f"{x:,.2f}"),
+        *agent_table(summary, all_agents),
         "",
         f"Community ({c['agents']} agents, {c['rounds']} rounds, policy {c['policy']}):",
         f"  energy cost            {c['cost']:,.2f}   (same positions, grid only: {c['grid_only_cost']:,.2f})",
@@ -199,86 +237,14 @@ def write_summary(run_dir: str | Path) -> dict[str, Any]:
 
 
 def plot(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
-    """Write prices_sdr.png, soc.png, voltages.png and energy.png; return their paths."""
-    import matplotlib
+    """Write energy.png, prices_sdr.png, soc.png, voltages.png and feeder_map.png
+    (``figures.run_figures``); return their paths."""
+    from peergrid.scenarios.commands import figures
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    manifest = read_manifest(run_dir)
-    feeder = manifest["scenario"]["feeder"]
     out = Path(out_dir or run_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    r = read_records(run_dir)
-    market = read_table(run_dir, "market")
-    grid = read_table(run_dir, "grid")
-    t_market = pd.to_datetime(market.time)
-    paths = []
-
-    fig, ax = plt.subplots(figsize=(11, 4))
-    ax.step(t_market, market.retail_price, where="post", label="retail (λ_buy)", color="k", lw=1)
-    ax.step(t_market, market.feed_in_price, where="post", label="feed-in (λ_sell)", color="0.5", lw=1)
-    ax.step(t_market, market.buy_price, where="post", label="P2P buy price", color="C3")
-    ax.step(t_market, market.sell_price, where="post", label="P2P sell price", color="C2")
-    ax.set_ylabel("price per kWh")
-    ax2 = ax.twinx()
-    sdr = market.sdr.replace(np.inf, np.nan).clip(upper=3)
-    ax2.plot(t_market, sdr, color="C0", alpha=0.5, lw=1, label="SDR (clipped at 3)")
-    ax2.set_ylabel("supply-demand ratio")
-    h1, l1 = ax.get_legend_handles_labels()
-    h2, l2 = ax2.get_legend_handles_labels()
-    ax.legend(h1 + h2, l1 + l2, loc="upper left", fontsize=8, ncol=3)
-    ax.set_title("P2P prices and supply-demand ratio")
-    paths.append(_save(fig, out / "prices_sdr.png"))
-
-    fig, ax = plt.subplots(figsize=(11, 4))
-    for agent, g in r.groupby("agent"):
-        if g.battery_kw.abs().sum() > 0:
-            ax.plot(pd.to_datetime(g.time), g.soc, label=agent, lw=1)
-    ax.set_ylabel("state of charge")
-    ax.set_ylim(0, 1)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8, ncol=6)
-    else:
-        ax.text(0.5, 0.5, "no battery moved in this run", ha="center", transform=ax.transAxes)
-    ax.set_title("Battery state of charge")
-    paths.append(_save(fig, out / "soc.png"))
-
-    fig, ax = plt.subplots(figsize=(11, 4))
-    t_grid = pd.to_datetime(grid.time)
-    for col in (c for c in grid.columns if c.startswith("vm_pu.")):
-        ax.plot(t_grid, grid[col], lw=0.8, label=col.removeprefix("vm_pu."))
-    for lim in (feeder["vm_min_pu"], feeder["vm_max_pu"]):
-        ax.axhline(lim, color="r", ls="--", lw=1)
-    ax.set_ylabel("voltage (pu)")
-    ax.legend(fontsize=6, ncol=10)
-    ax.set_title("Node voltages (every bus, every phase) and limits")
-    paths.append(_save(fig, out / "voltages.png"))
-
-    dt_h = _dt_h(manifest)
-    per_round = r.groupby("time")[["load_kw", "pv_kw", "p2p_sold_kwh", "grid_import_kwh",
-                                   "grid_export_kwh"]].sum()
-    fig, ax = plt.subplots(figsize=(11, 4))
-    t = pd.to_datetime(per_round.index)
-    ax.plot(t, per_round.load_kw, label="load (kW)", color="k", lw=1)
-    ax.plot(t, per_round.pv_kw, label="PV (kW)", color="C1", lw=1)
-    ax.fill_between(t, per_round.p2p_sold_kwh / dt_h, step="pre", alpha=0.4, label="P2P (kW)")
-    ax.plot(t, per_round.grid_import_kwh / dt_h, label="grid import (kW)", lw=1)
-    ax.plot(t, -per_round.grid_export_kwh / dt_h, label="grid export (−kW)", lw=1)
-    ax.legend(fontsize=8, ncol=5)
-    ax.set_title("Community energy")
-    paths.append(_save(fig, out / "energy.png"))
-    return paths
-
-
-def _save(fig: Any, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    fig.autofmt_xdate()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    out.mkdir(exist_ok=True)
+    return [figures.save(fig, out / f"{name}.png")
+            for name, fig in figures.run_figures(run_dir).items()]
 
 
 def agent_timeline(run_dir: str | Path, agent: str) -> pd.DataFrame:
