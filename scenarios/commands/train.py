@@ -16,7 +16,9 @@ Run directory ``runs/NAME/``::
     eval.csv          one row per evaluation on the validation window
     best.state        the selected policy (best validation team reward)
     test.csv          that policy on the test window (the number a report uses)
-    tb/               the same scalars for TensorBoard
+    tb/               the same scalars for TensorBoard, with the critic (and estimator)
+                      losses, the critics' disagreement, and the run's hyper-parameters
+                      beside its validation and test results (HParams tab)
     exchange.json     consensus algorithms: messages and bytes the exchange sent, per
                       directed link and in total (the wire encoding's size)
     checkpoint.state  learners, optimisers, replay buffer, random states, episode:
@@ -62,7 +64,9 @@ from peergrid.scenarios.runtime.community import prosumer_spec
 from peergrid.scenarios.runtime.env import PeerGridEnv
 from peergrid.scenarios.definition.errors import ScenarioError
 from peergrid.scenarios.definition.loader import in_window
-from peergrid.scenarios.runtime.logs import RunWriter, read_manifest, write_manifest
+from peergrid.scenarios.runtime.logs import (IN_PROCESS_BUFFER_ROUNDS, RunWriter, check_format,
+                                             read_manifest, write_manifest)
+from peergrid.scenarios.commands.arguments import count
 from peergrid.scenarios.definition.schema import ALGORITHMS, Scenario
 from peergrid.agents.seeding import stream
 
@@ -236,6 +240,7 @@ class Team:
         self.episodes_in_rollout = 0
         self.updates = 0  # the consensus period counts epochs over the whole run
         self.lr_anneal = scenario.algo.lr_anneal
+        self.maddpg_critic_losses: list[float] = []  # since the last end_episode
 
     def _optimisers(self) -> list[tuple[torch.optim.Optimizer, float]]:
         core = self.maddpg if self.algo == "maddpg" else self.group
@@ -267,7 +272,9 @@ class Team:
         """One round's transition of every agent; ``public``: the env's
         ``infos[agent]["public"]`` (the networked learners' and MAPPO's critic inputs)."""
         if self.algo == "maddpg":
-            self.maddpg.observe(obs, actions, rewards, next_obs, terminated, truncated)
+            stats = self.maddpg.observe(obs, actions, rewards, next_obs, terminated, truncated)
+            if stats is not None:  # an update ran: its loss for the episode's metrics
+                self.maddpg_critic_losses.append(stats["critic_loss"])
             return
         own = np.stack([obs[a] for a in self.ids])
         nxt = np.stack([next_obs[a] for a in self.ids])
@@ -280,8 +287,9 @@ class Team:
 
     def end_episode(self) -> dict[str, float]:
         """Called after each training day; runs the on-policy update when it is due."""
-        if self.algo == "maddpg":
-            return {}
+        if self.algo == "maddpg":  # it updates every few rounds: the episode's mean loss
+            losses, self.maddpg_critic_losses = self.maddpg_critic_losses, []
+            return {"critic_loss": float(np.mean(losses))} if losses else {}
         self.episodes_in_rollout += 1
         if self.episodes_in_rollout < self.rollout_days:
             return {}
@@ -443,6 +451,45 @@ class _Csv:
             w.writerows(self.rows)
 
 
+TB_LEARNER_TAGS = {
+    "critic_loss": "losses/critic",
+    "estimator_loss": "losses/estimator",
+    "critic_disagreement": "consensus/critic_disagreement",
+    "estimator_disagreement": "consensus/estimator_disagreement",
+    "consensus_bytes": "consensus/bytes",
+    "consensus_lost": "consensus/messages_lost",
+}
+"""TensorBoard tag of each learner statistic ``Team.end_episode`` returns (CleanRL's
+namespaces). The disagreements are ``agents.learners.consensus.disagreement``: the largest
+distance of an agent's critic (estimator) parameters from the agents' mean, after the
+update's last consensus step; independent learners report it too, as the contrast."""
+
+
+def tb_hparams(scenario: Scenario, source: str, algo: str, seed: int, cfg: LearnerConfig,
+               episodes: int) -> dict[str, int | float | str | bool]:
+    """What a run was trained with, as TensorBoard's HParams tab compares runs: the
+    learner's hyper-parameters and what chose the data (scenario, seed, episodes)."""
+    a = scenario.algo
+    learner = {k: "x".join(map(str, v)) if isinstance(v, list) else v
+               for k, v in asdict(cfg).items()}
+    return {"algo": algo, "scenario": scenario.scenario.id, "scenario_file": str(source),
+            "feeder": scenario.feeder.name, "agents": len(scenario.agents), "seed": seed,
+            "episodes": episodes, "rollout_days": a.for_algorithm(algo).rollout_days,
+            "lr_anneal": a.lr_anneal, "episode_start": a.episode_start,
+            "topology": scenario.comms.topology, **learner}
+
+
+def tb_outcome(best: Mapping[str, float], test: Mapping[str, Any]) -> dict[str, float]:
+    """The run's result metrics for the HParams tab: the selected policy's validation team
+    reward and its test-window team reward, cost and violations (those that are finite:
+    a run that diverged before its first evaluation has none)."""
+    values = {"hparam/validation_team_reward": best.get("team_reward"),
+              **{f"hparam/test_{k}": test.get(k)
+                 for k in ("team_reward", "community_cost", "voltage_violations")}}
+    return {k: float(v) for k, v in values.items()
+            if isinstance(v, (int, float)) and np.isfinite(v)}
+
+
 def validation_window(s: Scenario) -> Scenario:
     return in_window(s, "validation")
 
@@ -471,9 +518,15 @@ def train(scenario: Scenario, source: str, algo: str, seed: int, out: str | Path
     torch.set_num_threads(1)
     out = Path(out)
     ckpt_path = out / CHECKPOINT
-    episodes = episodes or scenario.algo.episodes
+    episodes = count(episodes, scenario.algo.episodes, "episodes")
     if not resume and out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"--out {out}: not empty; pass --resume to continue that run")
+        raise FileExistsError(
+            f"--out {out}: not empty; pass --resume to continue that run" if ckpt_path.is_file()
+            else f"--out {out}: not empty, and not a training run to resume (no {CHECKPOINT}); "
+            "choose another --out")
+    if resume and not ckpt_path.is_file():
+        raise FileNotFoundError(f"--resume: {out} has no {CHECKPOINT}: not a training run, or "
+                                "one stopped before its first checkpoint (train it again)")
     out.mkdir(parents=True, exist_ok=True)
 
     train_env = PeerGridEnv(training_window(scenario))
@@ -526,6 +579,9 @@ def train(scenario: Scenario, source: str, algo: str, seed: int, out: str | Path
         if tb is not None:
             for k in ("team_reward", "community_cost", "voltage_violations", "p2p_kwh"):
                 tb.add_scalar(f"train/{k}", row[k], episode + 1)
+            for k, tag in TB_LEARNER_TAGS.items():  # on the episodes an update ran
+                if k in stats:
+                    tb.add_scalar(tag, stats[k], episode + 1)
         if (episode + 1) % scenario.algo.eval_every == 0 or episode + 1 == episodes:
             ev = {"episode": episode + 1,
                   **evaluate_choice(validation, lambda o: team.act(o, greedy=True), val_env)}
@@ -545,8 +601,6 @@ def train(scenario: Scenario, source: str, algo: str, seed: int, out: str | Path
                                     "env": train_env.state_dict(), "episode": episode + 1,
                                     "best": best, "algo": algo, "seed": seed})
             metrics.write()
-    if tb is not None:
-        tb.close()
     if start_episode < episodes:  # the selected policy, once, on the test window
         broke = json.loads((out / "diverged.json").read_text()) if (
             out / "diverged.json").is_file() else None
@@ -557,6 +611,11 @@ def train(scenario: Scenario, source: str, algo: str, seed: int, out: str | Path
             row |= evaluate_choice(scenario, lambda o: selected.act(o, greedy=True),
                                    detail=True)
         _Csv(out / "test.csv", None).append(row)
+    if tb is not None:  # the run's settings beside its outcome (TensorBoard's HParams tab)
+        tb.add_hparams(tb_hparams(scenario, source, algo, seed, team.cfg, episodes),
+                       tb_outcome(best, row if start_episode < episodes else {}),
+                       run_name=".", global_step=episodes)  # ".": this run, no sub-run
+        tb.close()
     if team.exchange is not None:  # what consensus put on the wire (exchange.json)
         (out / EXCHANGE).write_text(json.dumps(team.traffic.summary(), indent=1))
     (out / "timing.txt").write_text(
@@ -569,6 +628,11 @@ def load_team(run_dir: str | Path) -> tuple[Team, Scenario, dict[str, Any]]:
     from peergrid.scenarios.definition.loader import scenario_from_dump
 
     manifest = read_manifest(run_dir)
+    if not (Path(run_dir) / BEST).is_file() and not (Path(run_dir) / CHECKPOINT).is_file():
+        kind = {"mesa": "a `peergrid simulate` run", "zeromq": "a `peergrid deploy` run"}.get(
+            manifest.get("run", {}).get("runtime"), "an evaluation or other run")
+        raise FileNotFoundError(f"{run_dir}: not a training run ({kind}: no {CHECKPOINT} "
+                                f"or {BEST} to take a policy from)")
     scenario = scenario_from_dump(manifest["scenario"])
     # the run's policy is the one model selection kept (best on the validation window)
     path = Path(run_dir) / BEST
@@ -579,19 +643,20 @@ def load_team(run_dir: str | Path) -> tuple[Team, Scenario, dict[str, Any]]:
 
 
 def evaluate_run(run_dir: str | Path, out: str | Path, force: bool = False,
-                 days: int | None = None) -> dict[str, float]:
+                 days: int | None = None, fmt: str = "jsonl") -> dict[str, float]:
     """Greedy policy of a trained run on its evaluation days (the first ``days`` of
-    them if given), logged like `simulate`."""
-    from peergrid.scenarios.commands.simulate import prepare_run_dir
+    them if given), logged like `simulate` (``fmt``: "jsonl" or "parquet")."""
+    check_format(fmt)
+    from peergrid.scenarios.runtime.rundir import run_directory
 
     team, scenario, manifest = load_team(run_dir)
     if days is not None:
         meta = scenario.scenario.model_copy(update={"days": days})
         scenario = scenario.model_copy(update={"scenario": meta})
-    out = prepare_run_dir(out, force)
     env = PeerGridEnv(scenario)
-    write_manifest(out, manifest["scenario_source"], scenario, runtime="in-process",
-                   policy=f"{team.algo} ({run_dir})", days=env.community.days,
-                   start=env.community.start.isoformat(), soc_carried_over=True)
-    with RunWriter(out) as writer:
-        return evaluate_choice(scenario, lambda o: team.act(o, greedy=True), env, writer)
+    with run_directory(out, force) as staging:
+        write_manifest(staging, manifest["scenario_source"], scenario, runtime="in-process",
+                       policy=f"{team.algo} ({run_dir})", days=env.community.days,
+                       start=env.community.start.isoformat(), soc_carried_over=True)
+        with RunWriter(staging, buffer_rounds=IN_PROCESS_BUFFER_ROUNDS, fmt=fmt) as writer:
+            return evaluate_choice(scenario, lambda o: team.act(o, greedy=True), env, writer)
