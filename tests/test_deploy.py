@@ -568,3 +568,19 @@ def test_a_protocol_error_on_a_message_resumes_the_node_from_its_checkpoint(tmp_
     rows = [json.loads(x)["k"] for x in (tmp_path / "rows.jsonl").read_text().splitlines()]
     assert rows == [11, 12, 14]  # the half-done round 13 left nothing; nothing twice
     assert [e for e in events if e["event"] == "exit"][0]["handler_errors"] == 1
+
+
+def test_a_forced_deployment_replaces_the_old_one_and_names_where_it_now_is(ieee13_scenario,
+                                                                            tmp_path):
+    one = ieee13_scenario.model_copy(update={
+        "scenario": ieee13_scenario.scenario.model_copy(update={"days": 1})})
+    s = with_faults(one, base_port=28650)
+    out, _ = deploy(s, "ieee13.toml", "nop2p", tmp_path / "dep", insecure=True)
+    (out / "energy.png").write_bytes(b"an old figure")
+    out, exits = deploy(s, "ieee13.toml", "rule", tmp_path / "dep", force=True, insecure=True)
+    assert not (out / "energy.png").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["dep"]  # staging swapped in, old gone
+    config = json.loads((out / "deploy.json").read_text())
+    assert config["out"] == str(tmp_path / "dep")  # peergrid node --config finds its files
+    assert json.loads((out / "manifest.json").read_text())["run"]["policy"] == "rule"
+    assert json.loads((out / "status.json").read_text())["complete"]

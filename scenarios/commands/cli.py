@@ -1,4 +1,6 @@
-"""The ``peergrid`` command line."""
+"""peergrid: a peer-to-peer energy market on a distribution feeder, with learning
+prosumers. Start with `peergrid simulate --days 1 --out demo`, then `peergrid logs plot
+demo`; every command's options: `peergrid COMMAND --help`."""
 
 from __future__ import annotations
 
@@ -8,8 +10,10 @@ import logging
 import sys
 from pathlib import Path
 
-from peergrid.agents.policies import REFERENCE_POLICIES
-from peergrid.scenarios.definition.schema import ALGORITHMS
+from peergrid.agents.names import ALGORITHMS, REFERENCE_POLICIES
+from peergrid.scenarios.commands.arguments import (MissingExtra, UsageError, existing_dir,
+                                                   milliseconds, non_negative_int, out_dir,
+                                                   out_file, port, positive_int, probability)
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
@@ -19,12 +23,19 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
     scenario = load_scenario(args.scenario, days=args.days)
     out = simulate(scenario, resolve(args.scenario).name, args.policy, args.out,
-                   days=args.days, progress=not args.quiet, force=args.force)
+                   days=args.days, progress=not args.quiet, force=args.force, fmt=args.format)
     summary = write_summary(out)
     print(format_summary(summary))
-    print(f"\nrecords: {out}/agents/*.jsonl, {out}/market.jsonl, {out}/grid.jsonl")
+    print(f"\nrecords: {_records(out)}")
     print(f"summary: {out}/summary.json   figures: peergrid logs plot {out}")
     return 0
+
+
+def _records(out: Path) -> str:
+    """Where a run's records are, in the format it was written in."""
+    if (out / "agents.parquet").is_file():
+        return f"{out}/agents.parquet, {out}/market.parquet, {out}/grid.parquet"
+    return f"{out}/agents/*.jsonl, {out}/market.jsonl, {out}/grid.jsonl"
 
 
 def _cmd_logs(args: argparse.Namespace) -> int:
@@ -34,7 +45,21 @@ def _cmd_logs(args: argparse.Namespace) -> int:
 
     if args.logs_cmd == "summarize":
         summary = report.write_summary(args.run)
-        print(json.dumps(summary, indent=2) if args.json else report.format_summary(summary))
+        print(json.dumps(summary, indent=2) if args.json
+              else report.format_summary(summary, all_agents=args.all_agents))
+        return 0
+    if args.logs_cmd == "compare":
+        from peergrid.scenarios.commands.compare import compare, format_compare
+
+        table, paths = compare(args.runs, args.baseline, args.out)
+        print(format_compare(table))
+        for path in paths:
+            print(path)
+        return 0
+    if args.logs_cmd == "report":
+        from peergrid.scenarios.commands.htmlreport import report_html
+
+        print(report_html(args.run, args.out, all_agents=args.all_agents))
         return 0
     if args.logs_cmd == "plot":
         for path in report.plot(args.run, args.out):
@@ -90,7 +115,9 @@ def _cmd_scenario(args: argparse.Namespace) -> int:
     if args.scenario_cmd == "check":
         print(f"{args.file}: ok ({len(scenario.agents)} agents, feeder {scenario.feeder.name})")
     else:
-        print(json.dumps(scenario.model_dump(mode="json"), indent=2))
+        from peergrid.scenarios.definition.loader import to_file_text
+
+        print(to_file_text(scenario, args.format), end="" if args.format == "toml" else "\n")
     return 0
 
 
@@ -122,9 +149,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from peergrid.scenarios.commands.train import evaluate_run
 
     out = Path(args.out or Path(args.run) / "evaluation")
-    metrics = evaluate_run(args.run, out, force=args.force)
+    metrics = evaluate_run(args.run, out, force=args.force, fmt=args.format)
     print(format_summary(write_summary(out)))
-    print(f"\nteam reward {metrics['team_reward']:.2f}; records: {out}/agents/*.jsonl")
+    print(f"\nteam reward {metrics['team_reward']:.2f}; records: {_records(out)}")
     return 0
 
 
@@ -133,10 +160,18 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
 
     scenario = load_scenario(args.scenario)
     source = resolve(args.scenario).name
+    if args.out is None:  # the default place: runs/ is made, a given --out is not
+        Path("runs").mkdir(exist_ok=True)
     out = args.out or f"runs/{args.name}"
     common = {"force": args.force}
     learning = {**common, "workers": args.workers, "progress": not args.quiet,
-                "resume": args.resume}
+                "resume": args.resume, "engine": args.engine, "address": args.address}
+    if args.address is not None and args.engine != "ray":
+        raise UsageError(f"--address {args.address}: only with --engine ray")
+    if args.engine == "ray":
+        from peergrid.scenarios.commands.raysweep import require_ray
+
+        require_ray()  # before an experiment directory is cleared
     if args.algos:
         learning["algorithms"] = tuple(args.algos)
     if args.name == "baselines":
@@ -215,6 +250,10 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
     from peergrid.scenarios.definition.loader import load_scenario, resolve
     from peergrid.scenarios.commands.report import format_summary, write_summary
 
+    if args.format == "parquet":
+        from peergrid.comms.runlog import require_parquet
+
+        require_parquet()  # before any process starts
     scenario = load_scenario(args.scenario)
     kills = [*(k.model_dump() for k in scenario.deploy.kills), *(args.kill or [])]
     partitions = [*(p.model_dump() for p in scenario.deploy.partitions),
@@ -229,12 +268,25 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
     out, exits = deploy(scenario, resolve(args.scenario).name, args.policy, args.out,
                         days=args.days, seed=args.seed, learn=args.learn, force=args.force,
                         insecure=args.insecure)
-    print(format_summary(write_summary(out)))
-    bad = {n: c for n, c in exits.items() if c not in (0, None) and "#" not in n}
-    print(f"\nprocesses: {len(exits)}; exit codes other than 0: {bad or 'none'}")
-    print(f"logs: {out}/agents/*.jsonl (records), {out}/nodes/*.jsonl (messages, faults)")
     status = json.loads((out / "status.json").read_text())
+    bad = {n: c for n, c in exits.items() if c not in (0, None) and "#" not in n}
+    if args.format == "parquet" and status["complete"] and not bad:
+        from peergrid.comms.runlog import convert_to_parquet
+
+        convert_to_parquet(out)  # the nodes wrote JSON Lines, flushed per round
+    print(format_summary(write_summary(out)))
+    print(f"\nprocesses: {len(exits)}; exit codes other than 0: {bad or 'none'}")
+    print(f"logs: {_records(out)} (records), {out}/nodes/*.jsonl (messages, faults)")
     return 0 if not bad and status["complete"] else 1
+
+
+def _cmd_view(args: argparse.Namespace) -> int:
+    try:
+        from peergrid.scenarios.commands.viz import serve
+    except ImportError as err:
+        raise MissingExtra("peergrid view", "viz", err.name) from None
+    return serve(args.scenario, args.policy, args.days, args.seed, args.port, args.host,
+                 open_browser=args.open)
 
 
 def _cmd_keys(args: argparse.Namespace) -> int:
@@ -264,87 +316,143 @@ def _cmd_node(args: argparse.Namespace) -> int:
     return 0
 
 
-def _integer(text: str, least: int, what: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < least:
-        raise argparse.ArgumentTypeError(f"{value} {what}")
-    return value
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults shown where there is one to show (not for flags, or options that are
+    unset unless given)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False) or isinstance(action, argparse._VersionAction):
+            return action.help or ""
+        return super()._get_help_string(action)
 
 
-def positive_int(text: str) -> int:
-    """A count (days, episodes, seeds, workers): refused before anything starts, since
-    ``x or default`` downstream would turn 0 into the default and -1 into a traceback."""
-    return _integer(text, 1, "is not a positive integer")
+def _commands(parent: argparse.ArgumentParser, dest: str) -> argparse._SubParsersAction:
+    """A sub-command group whose parsers all show their defaults."""
+    sub = parent.add_subparsers(dest=dest, required=True, metavar="COMMAND")
+    add = sub.add_parser
+
+    def add_parser(name: str, **kwargs):
+        kwargs.setdefault("description", kwargs.get("help"))
+        return add(name, formatter_class=_HelpFormatter, **kwargs)
+
+    sub.add_parser = add_parser  # type: ignore[method-assign]
+    return sub
 
 
-def non_negative_int(text: str) -> int:
-    return _integer(text, 0, "is negative")
+def _scenario_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scenario", default="ieee13",
+                   help="a shipped scenario's name (peergrid scenario list) or a TOML file")
 
 
-def probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{value} is not a probability in [0, 1]")
-    return value
+def _quiet_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _force_arg(p: argparse.ArgumentParser, what: str = "run directory") -> None:
+    p.add_argument("--force", action="store_true",
+                   help=f"replace an existing {what}: the new one is written beside it and "
+                   "swapped in when complete, so a failed run leaves the old one untouched")
+
+
+def _format_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", choices=("jsonl", "parquet"), default="jsonl",
+                   help="records as JSON Lines, or as Parquet files at the end of the run "
+                   "(the [parquet] extra; docs/logs.md)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from importlib.metadata import version
 
-    p = argparse.ArgumentParser(prog="peergrid", description=__doc__)
+    p = argparse.ArgumentParser(prog="peergrid", description=__doc__,
+                                formatter_class=_HelpFormatter)
     p.add_argument("--version", action="version", version=f"peergrid {version('peergrid')}")
-    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
-    sub = p.add_subparsers(dest="cmd", required=True)
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="log at INFO level, and show the traceback of an error")
+    sub = _commands(p, "cmd")
 
     sim = sub.add_parser("simulate", help="run a reference policy and write a run directory")
-    sim.add_argument("--scenario", default="ieee13", help="shipped scenario name or TOML path")
-    sim.add_argument("--policy", default="rule", choices=REFERENCE_POLICIES)
-    sim.add_argument("--days", type=positive_int, default=None, help="override the scenario's days")
-    sim.add_argument("--out", required=True, help="run directory to create")
-    sim.add_argument("--force", action="store_true", help="replace an existing run directory")
-    sim.add_argument("--quiet", action="store_true", help="no progress bar")
+    _scenario_arg(sim)
+    sim.add_argument("--policy", default="rule", choices=REFERENCE_POLICIES,
+                     help="rule-based policy every agent follows (docs/learning.md)")
+    sim.add_argument("--days", type=positive_int, default=None,
+                     help="days to simulate (default: the scenario's scenario.days)")
+    sim.add_argument("--out", required=True, type=out_dir,
+                     help="run directory to create (its parent must exist)")
+    _force_arg(sim)
+    _format_arg(sim)
+    _quiet_arg(sim)
     sim.set_defaults(func=_cmd_simulate)
 
-    logs = sub.add_parser("logs", help="read a run directory")
-    lsub = logs.add_subparsers(dest="logs_cmd", required=True)
+    vw = sub.add_parser("view", help="the live view in a browser: the feeder's voltages, "
+                        "batteries, trades, prices and SDR round by round (mesa's SolaraViz; "
+                        "the [viz] extra, docs/viz.md)")
+    _scenario_arg(vw)
+    vw.add_argument("--policy", default="rule", choices=REFERENCE_POLICIES,
+                    help="rule-based policy every agent follows")
+    vw.add_argument("--days", type=positive_int, default=1, help="days in the window")
+    vw.add_argument("--seed", type=non_negative_int, default=None,
+                    help="root seed (default: the scenario's scenario.seed)")
+    vw.add_argument("--port", type=port, default=8765, help="TCP port of the local server")
+    vw.add_argument("--host", default="localhost", help="interface the server listens on")
+    vw.add_argument("--open", action="store_true", help="open it in the default browser")
+    vw.set_defaults(func=_cmd_view)
+
+    logs = sub.add_parser("logs", help="read a run directory (docs/logs.md)")
+    lsub = _commands(logs, "logs_cmd")
     s = lsub.add_parser("summarize", help="per-agent and community totals")
-    s.add_argument("run")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("run", type=existing_dir, help="a run directory")
+    s.add_argument("--json", action="store_true", help="print the summary as JSON")
+    s.add_argument("--all-agents", action="store_true",
+                   help="list every agent (above 20 agents: the spread and the 5 highest "
+                   "and 5 lowest costs)")
+    cp = lsub.add_parser("compare", help="KPIs of several runs side by side, each as a "
+                         "ratio to a baseline run (CityLearn-style)")
+    cp.add_argument("runs", nargs="+", type=existing_dir,
+                    help="run directories over the same feeder, agents and rounds")
+    cp.add_argument("--baseline", type=existing_dir, default=None,
+                    help="the run every KPI is divided by (default: the first run)")
+    cp.add_argument("--out", default=None, type=out_dir,
+                    help="write DIR/compare.png (its parent must exist; default: no figure)")
+    rp = lsub.add_parser("report", help="one self-contained HTML file: figures and tables")
+    rp.add_argument("run", type=existing_dir, help="a run directory")
+    rp.add_argument("--out", default=None, type=out_file,
+                    help="the HTML file (its directory must exist; default: RUN/report.html)")
+    rp.add_argument("--all-agents", action="store_true", help="list every agent")
     pl = lsub.add_parser("plot", help="write PNG figures")
-    pl.add_argument("run")
-    pl.add_argument("--out", default=None, help="figure directory (default: the run)")
+    pl.add_argument("run", type=existing_dir, help="a run directory")
+    pl.add_argument("--out", default=None, type=out_dir,
+                    help="figure directory (its parent must exist; default: the run)")
     ag = lsub.add_parser("agent", help="one agent's timeline (records, messages, faults)")
-    ag.add_argument("run")
-    ag.add_argument("agent")
+    ag.add_argument("run", type=existing_dir, help="a run directory")
+    ag.add_argument("agent", help="agent id, e.g. a01")
     ch = lsub.add_parser("check", help="verify energy balance and price bounds")
-    ch.add_argument("run")
+    ch.add_argument("run", type=existing_dir, help="a run directory")
     logs.set_defaults(func=_cmd_logs)
 
     tr = sub.add_parser("train", help="train learning agents in process")
-    tr.add_argument("--scenario", default="ieee13", help="shipped scenario name or TOML path")
+    _scenario_arg(tr)
     tr.add_argument("--algo", choices=ALGORITHMS, default=None,
-                    help="default: the scenario's algo.name")
-    tr.add_argument("--seed", type=int, default=0, help="training seed (learners, day draws)")
-    tr.add_argument("--episodes", type=positive_int, default=None, help="override algo.episodes")
-    tr.add_argument("--out", required=True, help="run directory")
+                    help="learner (default: the scenario's algo.name)")
+    tr.add_argument("--seed", type=non_negative_int, default=0,
+                    help="training seed (learners, day draws)")
+    tr.add_argument("--episodes", type=positive_int, default=None,
+                    help="training episodes, one day each (default: the scenario's "
+                    "algo.episodes)")
+    tr.add_argument("--out", required=True, type=out_dir,
+                    help="run directory to create (its parent must exist)")
     tr.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
-    tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    _quiet_arg(tr)
     tr.set_defaults(func=_cmd_train)
 
     ev = sub.add_parser("evaluate", help="run a trained policy greedily on the evaluation days")
-    ev.add_argument("run", help="a training run directory")
-    ev.add_argument("--out", default=None, help="default: RUN/evaluation")
-    ev.add_argument("--force", action="store_true")
+    ev.add_argument("run", type=existing_dir, help="a training run directory (peergrid train)")
+    ev.add_argument("--out", default=None, type=out_dir,
+                    help="run directory to create (default: RUN/evaluation)")
+    _force_arg(ev)
+    _format_arg(ev)
     ev.set_defaults(func=_cmd_evaluate)
 
-    ex = sub.add_parser("experiment", help="named experiments (docs/learning.md)",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ex = sub.add_parser("experiment", help="named experiments (docs/learning.md)")
     ex.add_argument("name", choices=("baselines", "tune", "paper-comparison", "graphs",
                                      "poisoning", "faults", "faults-deployed"),
                     help="baselines: reference policies and both optima; tune: the same small "
@@ -356,14 +464,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "partitions, and team reward against bytes for cheaper exchanges; "
                     "faults-deployed: one loss point learned online by a real deployment "
                     "and in process over seeds")
-    ex.add_argument("--scenario", default="ieee13", help="shipped scenario name or TOML path")
+    _scenario_arg(ex)
     ex.add_argument("--seeds", type=positive_int, default=None,
                     help="seeds per algorithm (default: tune 2, paper-comparison 8, graphs 3, "
-                    "poisoning 3, faults 5 or 3 with --quick)")
+                    "poisoning 3, faults 5 or 3 with --quick, faults-deployed 5)")
     ex.add_argument("--episodes", type=positive_int, default=None,
                     help="training episodes per run (default: tune 400, poisoning 200, "
-                    "faults 600 or 200 with --quick, else "
-                    "algo.episodes)")
+                    "faults 600 or 200 with --quick, else algo.episodes)")
     ex.add_argument("--liar", default=None,
                     help="poisoning: the agent that sends forged parameters (default: the "
                     "scenario's first agent)")
@@ -378,55 +485,87 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--deployments", type=positive_int, default=2,
                     help="faults-deployed: deployments, with the seeds after the in-process "
                     "ones")
-    ex.add_argument("--sweep", default=None,
+    ex.add_argument("--sweep", default=None, type=existing_dir,
                     help="faults-deployed: a faults experiment directory, to quote its "
                     "interval at the same loss")
     ex.add_argument("--algos", nargs="+", choices=ALGORITHMS, default=None,
                     help="algorithms to run (default: all)")
-    ex.add_argument("--workers", type=positive_int, default=2, help="training runs in parallel")
-    ex.add_argument("--out", default=None, help="default: runs/<name>")
-    ex.add_argument("--force", action="store_true", help="replace an existing output directory")
+    ex.add_argument("--workers", type=positive_int, default=2,
+                    help="training runs in parallel (local engine, or the CPUs of the Ray "
+                    "instance --engine ray starts; a cluster's own CPUs decide with "
+                    "--address)")
+    ex.add_argument("--engine", choices=("local", "ray"), default="local",
+                    help="local: a process pool on this machine; ray: each training run a "
+                    "Ray task, retried from clean if its worker is lost (the [cluster] "
+                    "extra; the same summary.csv as local)")
+    ex.add_argument("--address", default=None,
+                    help="with --engine ray: an existing Ray cluster (e.g. HEAD:6379); "
+                    "default: start a local Ray instance")
+    ex.add_argument("--out", default=None, type=out_dir,
+                    help="experiment directory (default: runs/<name>)")
+    ex.add_argument("--force", action="store_true",
+                    help="delete an existing experiment directory first, then run (unlike a "
+                    "run directory's --force, the old results are gone even if the new "
+                    "experiment fails)")
     ex.add_argument("--resume", action="store_true",
                     help="keep the runs in --out that are complete (timing.txt and test.csv "
                     "for the same episodes) and train only the others; a partly trained run "
                     "starts again. Only for the same code and scenario: each run depends on "
                     "its scenario, algorithm and seed alone")
-    ex.add_argument("--quiet", action="store_true", help="no progress bar")
+    _quiet_arg(ex)
     ex.set_defaults(func=_cmd_experiment)
 
-    dp = sub.add_parser("deploy", help="run the market as separate processes over ZeroMQ")
-    dp.add_argument("--scenario", default="ieee13")
+    dp = sub.add_parser("deploy", help="run the market as separate processes over ZeroMQ "
+                        "(docs/deploy.md)")
+    _scenario_arg(dp)
     dp.add_argument("--policy", default="rule",
                     help="rule | nop2p | selfconsume | voltvar | consensus | consensus-critic | "
-                    "ippo (fresh learners) | "
-                    "a training run directory (frozen policy)")
+                    "ippo (fresh learners) | a training run directory (frozen policy)")
     dp.add_argument("--learn", action="store_true", help="a trained run keeps learning")
-    dp.add_argument("--days", type=positive_int, default=1)
-    dp.add_argument("--seed", type=int, default=0, help="learner seed (as for train)")
-    dp.add_argument("--out", required=True)
-    dp.add_argument("--force", action="store_true")
-    dp.add_argument("--latency-ms", type=float, default=None)
-    dp.add_argument("--jitter-ms", type=float, default=None)
-    dp.add_argument("--drop", type=float, default=None, help="message loss probability")
+    dp.add_argument("--days", type=positive_int, default=1, help="days to run")
+    dp.add_argument("--seed", type=non_negative_int, default=0,
+                    help="learner seed (as for train)")
+    dp.add_argument("--out", required=True, type=out_dir,
+                    help="run directory to create (its parent must exist)")
+    _force_arg(dp)
+    _format_arg(dp)
+    dp.add_argument("--latency-ms", type=milliseconds, default=None,
+                    help="mean one-way latency on every link (default: the scenario's "
+                    "deploy.latency_ms)")
+    dp.add_argument("--jitter-ms", type=milliseconds, default=None,
+                    help="standard deviation of a normal jitter on the latency (default: "
+                    "deploy.jitter_ms)")
+    dp.add_argument("--drop", type=probability, default=None,
+                    help="message loss probability (default: deploy.drop)")
     dp.add_argument("--kill", type=_parse_kill, action="append",
-                    help="AGENT@ROUND[:RESTART_ROUND], repeatable")
+                    help="AGENT@ROUND[:RESTART_ROUND]: kill a prosumer process and restart it "
+                    "(repeatable; adds to the scenario's deploy.kills)")
     dp.add_argument("--partition", type=_parse_partition, action="append",
                     help="cut a link for a window of global rounds: A:B@START[-END], "
                     "e.g. a03:market@3-4 (repeatable; adds to the scenario's)")
-    dp.add_argument("--bid-deadline-ms", type=float, default=None)
-    dp.add_argument("--signal-timeout-ms", type=float, default=None)
-    dp.add_argument("--consensus-timeout-ms", type=float, default=None)
-    dp.add_argument("--base-port", type=int, default=None)
+    dp.add_argument("--bid-deadline-ms", type=milliseconds, default=None,
+                    help="how long the market waits for bids (default: deploy."
+                    "bid_deadline_ms)")
+    dp.add_argument("--signal-timeout-ms", type=milliseconds, default=None,
+                    help="how long a prosumer waits for the round's grid signal (default: "
+                    "deploy.signal_timeout_ms)")
+    dp.add_argument("--consensus-timeout-ms", type=milliseconds, default=None,
+                    help="how long a learner waits for its neighbours' critics (default: "
+                    "deploy.consensus_timeout_ms)")
+    dp.add_argument("--base-port", type=port, default=None,
+                    help="first TCP port of the deployment, 1024-65000: market = base, grid "
+                    "= base+1, agent i = base+10+i (default: deploy.base_port)")
     dp.add_argument("--insecure", action="store_true",
                     help="plain TCP, no CURVE: no authentication or encryption (local "
                     "experiments only; every node log says so)")
     dp.set_defaults(func=_cmd_deploy)
 
     nd = sub.add_parser("node", help="run one node of a deployment (for several hosts)")
-    nd.add_argument("role", choices=("market", "grid", "prosumer"))
+    nd.add_argument("role", choices=("market", "grid", "prosumer"), help="the node's role")
     nd.add_argument("--id", default=None, help="agent id (prosumer nodes)")
     nd.add_argument("--config", required=True, help="the deployment's deploy.json")
-    nd.add_argument("--incarnation", type=non_negative_int, default=0, help="> 0: resume from checkpoint")
+    nd.add_argument("--incarnation", type=non_negative_int, default=0,
+                    help="> 0: resume from checkpoint")
     nd.add_argument("--key", default=None,
                     help="this node's secret key file (default: deploy.json's "
                     "security.key_dir/NAME.key_secret)")
@@ -437,7 +576,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ky = sub.add_parser("keys", help="CURVE key pairs for nodes started by hand "
                         "(docs/deploy.md)")
-    ksub = ky.add_subparsers(dest="keys_cmd", required=True)
+    ksub = _commands(ky, "keys_cmd")
     kn = ksub.add_parser("new", help="make key pairs on this host; prints the public keys")
     kn.add_argument("names", nargs="+", help="node names (market, grid, agent ids)")
     kn.add_argument("--dir", default="keys", help="where the pairs go (mode 0700)")
@@ -446,37 +585,59 @@ def build_parser() -> argparse.ArgumentParser:
     ka.add_argument("files", nargs="+", help="public key files NAME.key")
     ky.set_defaults(func=_cmd_keys)
 
-    sc = sub.add_parser("scenario", help="list, check or show scenario files")
-    ssub = sc.add_subparsers(dest="scenario_cmd", required=True)
+    sc = sub.add_parser("scenario", help="list, check or show scenario files "
+                        "(docs/scenario.md)")
+    ssub = _commands(sc, "scenario_cmd")
     ssub.add_parser("list", help="shipped scenarios")
     ssub.add_parser("doc", help="print the scenario reference (docs/scenario.md)")
-    for name, text in (("check", "validate a scenario"), ("show", "print it fully resolved")):
-        x = ssub.add_parser(name, help=text)
-        x.add_argument("file")
+    x = ssub.add_parser("check", help="validate a scenario")
+    x.add_argument("file", help="a shipped scenario's name, a TOML file, or the JSON of "
+                   "scenario show --format json")
+    x = ssub.add_parser("show", help="print it fully resolved: every default filled in, "
+                        "generated agents listed; scenario check reads the output back")
+    x.add_argument("file", help="a shipped scenario's name or a scenario file")
+    x.add_argument("--format", choices=("toml", "json"), default="toml",
+                   help="output format")
     dg = ssub.add_parser("diagnose", help="violations and line loadings over each window with "
                          "the community's injections, with none, and with PV alone")
-    dg.add_argument("file")
+    dg.add_argument("file", help="a shipped scenario's name or a scenario file")
     dg.add_argument("--window", choices=("all", "train", "validation", "test"), default="all",
-                    help="which window (default: all three)")
-    dg.add_argument("--days", type=positive_int, default=None, help="only the window's first days")
-    dg.add_argument("--json", action="store_true")
+                    help="which window")
+    dg.add_argument("--days", type=positive_int, default=None,
+                    help="only the window's first days")
+    dg.add_argument("--json", action="store_true", help="print the results as JSON")
     sc.set_defaults(func=_cmd_scenario)
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    from peergrid.scenarios.definition.errors import ScenarioError
-    from peergrid.agents.statefile import StateFileError
-    from peergrid.comms.keys import KeyFileError
-    from peergrid.scenarios.commands.simulate import RunDirectoryNotEmpty
+def _user_error(err: BaseException) -> bool:
+    """Errors that are the input's, not the program's: one line, exit status 2. Their
+    classes are looked up by module only now, so that ``--help`` and ``logs`` load
+    nothing heavy (a class whose module was never imported cannot have been raised)."""
+    if isinstance(err, (OSError, MissingExtra, UsageError)):
+        return True
+    user_errors = {
+        "peergrid.scenarios.definition.errors": ("ScenarioError",),
+        "peergrid.agents.statefile": ("StateFileError",),
+        "peergrid.comms.keys": ("KeyFileError",),
+        "peergrid.comms.runlog": ("ParquetUnavailable",),
+        "peergrid.scenarios.commands.compare": ("CompareError",),
+        "peergrid.scenarios.commands.raysweep": ("RayUnavailable",),
+    }
+    return any(isinstance(err, getattr(sys.modules[module], name))
+               for module, names in user_errors.items() if module in sys.modules
+               for name in names)
 
+
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (ScenarioError, RunDirectoryNotEmpty, FileNotFoundError, FileExistsError,
-            StateFileError, KeyFileError) as err:
+    except Exception as err:
+        if args.verbose or not _user_error(err):
+            raise
         print(f"peergrid: {err}", file=sys.stderr)
         return 2
 

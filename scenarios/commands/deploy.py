@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from peergrid.scenarios.definition.errors import ScenarioError
 from peergrid.scenarios.definition.loader import fault_name_problems, pydantic_problems
 from peergrid.scenarios.runtime.logs import write_manifest
 from peergrid.scenarios.definition.schema import Scenario
-from peergrid.scenarios.commands.simulate import prepare_run_dir
+from peergrid.scenarios.runtime.rundir import run_directory
 
 
 def with_faults(scenario: Scenario, **overrides: Any) -> Scenario:
@@ -33,7 +34,8 @@ def with_faults(scenario: Scenario, **overrides: Any) -> Scenario:
     try:
         deploy = type(scenario.deploy).model_validate(data)
     except ValidationError as err:
-        raise ScenarioError("command line", pydantic_problems(err, ("deploy",))) from None
+        raise ScenarioError("command line", pydantic_problems(err, ("deploy",),
+                                                              type(scenario.deploy))) from None
     s = scenario.model_copy(update={"deploy": deploy})
     problems = fault_name_problems(s)
     if problems:
@@ -195,21 +197,61 @@ def deploy_spec(scenario: Scenario, policy: str, out: str | Path, days: int = 1,
             new_pairs(out / KEY_DIR, ["market", "grid", *agents]), KEY_DIR))
 
 
+ENGINES = ("local", "ray")
+
+
 def deploy(scenario: Scenario, source: str, policy: str, out: str | Path, days: int = 1,
            seed: int = 0, learn: bool = False, force: bool = False,
-           insecure: bool = False) -> tuple[Path, dict]:
+           insecure: bool = False, engine: str = "local",
+           address: str | None = None) -> tuple[Path, dict]:
+    """``engine="local"``: one OS process per node on this machine (comms.launcher);
+    ``"ray"``: one Ray actor per node, on a local Ray instance or on the cluster at
+    ``address`` (comms.raylaunch: endpoints and keys made by the actors themselves)."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine = {engine!r}: one of {', '.join(ENGINES)}")
+    if engine == "ray":
+        from peergrid.scenarios.commands.raysweep import require_ray
+
+        require_ray()  # one line saying how to install it, before anything is written
+    elif address is not None:
+        raise ValueError("--address is for --engine ray")
     check_policy(scenario, str(policy), learn)
     scenario = for_policy(scenario, str(policy))
-    out = prepare_run_dir(out, force)
-    for sub in ("nodes", "checkpoints", KEY_DIR):
-        for f in (out / sub).glob("*"):
-            f.unlink()
-    spec = deploy_spec(scenario, str(policy), out, days, seed, learn, insecure)
-    write_manifest(out, source, scenario, runtime="zeromq", policy=str(policy), days=days,
-                   start=scenario.scenario.start.isoformat(), train_seed=seed, learn=learn,
-                   soc_carried_over=True, links="plain TCP (--insecure)" if insecure
-                   else "CURVE")
-    t0 = time.perf_counter()
-    exits = launch(spec)
-    (out / "timing.txt").write_text(f"wall_s {time.perf_counter() - t0:.2f}\n")
-    return out, exits
+    with run_directory(out, force) as staging:
+        # on Ray each actor makes its own key pair where it runs: none is made here
+        spec = deploy_spec(scenario, str(policy), staging, days, seed, learn,
+                           insecure or engine == "ray")
+        write_manifest(staging, source, scenario, runtime="zeromq", policy=str(policy),
+                       days=days, start=scenario.scenario.start.isoformat(), train_seed=seed,
+                       learn=learn, soc_carried_over=True,
+                       links="plain TCP (--insecure)" if insecure else "CURVE",
+                       **({"engine": "ray"} if engine == "ray" else {}))
+        t0 = time.perf_counter()
+        if engine == "ray":
+            from peergrid.comms.raylaunch import launch_on_ray
+
+            exits = launch_on_ray(spec, address, secure=not insecure)
+            staging = Path(staging).absolute()  # what the actors were given
+        else:
+            exits = launch(spec)
+        (staging / "timing.txt").write_text(f"wall_s {time.perf_counter() - t0:.2f}\n")
+        _relocate(staging / "deploy.json", staging, Path(out).absolute()
+                  if engine == "ray" else Path(out))
+    return Path(out), exits
+
+
+def _relocate(config: Path, old: Path, new: Path) -> None:
+    """deploy.json names the run directory its nodes write to (and the policy files in
+    it); a run written in a staging directory and then swapped in is rewritten to name
+    where it now is, so ``peergrid node --config`` on it finds its files."""
+    def moved(value: Any) -> Any:
+        if isinstance(value, str) and (value == str(old) or value.startswith(f"{old}/")):
+            return str(new) + value[len(str(old)):]
+        if isinstance(value, list):
+            return [moved(v) for v in value]
+        if isinstance(value, dict):
+            return {k: moved(v) for k, v in value.items()}
+        return value
+
+    if old != new and config.is_file():
+        config.write_text(json.dumps(moved(json.loads(config.read_text())), indent=1))

@@ -7,29 +7,11 @@ from pathlib import Path
 
 from peergrid.agents.policies import make_policy
 from peergrid.scenarios.runtime.community import for_policy
-from peergrid.scenarios.runtime.logs import RunWriter, write_manifest
+from peergrid.scenarios.runtime.logs import (IN_PROCESS_BUFFER_ROUNDS, RunWriter, check_format,
+                                             write_manifest)
 from peergrid.scenarios.runtime.model import MarketModel
+from peergrid.scenarios.runtime.rundir import run_directory
 from peergrid.scenarios.definition.schema import Scenario
-
-
-class RunDirectoryNotEmpty(FileExistsError):
-    """Refuse to mix a new run into an existing one (recorded data is never lost)."""
-
-
-def prepare_run_dir(out: str | Path, force: bool) -> Path:
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        if not force:
-            raise RunDirectoryNotEmpty(
-                f"--out {out}: directory exists and is not empty; choose another or pass --force"
-            )
-        for sub in ("agents",):
-            for f in (out / sub).glob("*.jsonl"):
-                f.unlink()
-        for name in ("market.jsonl", "grid.jsonl", "summary.json", "manifest.json"):
-            (out / name).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
 
 
 def simulate(
@@ -40,13 +22,24 @@ def simulate(
     days: int | None = None,
     progress: bool = True,
     force: bool = False,
+    fmt: str = "jsonl",
 ) -> Path:
-    """Simulate ``days`` days with a reference policy; return the run directory."""
-    out = prepare_run_dir(out, force)
+    """Simulate ``days`` days with a reference policy; return the run directory.
+    ``fmt``: "jsonl" or "parquet" (comms.runlog; checked before anything runs)."""
+    check_format(fmt)
     days = scenario.scenario.days if days is None else days
+    if days < 1:
+        raise ValueError(f"days = {days}: must be at least 1")
     scenario = for_policy(scenario, policy)
+    with run_directory(out, force) as staging:
+        _simulate(scenario, scenario_source, policy, staging, days, progress, fmt)
+    return Path(out)
+
+
+def _simulate(scenario: Scenario, scenario_source: str, policy: str, out: Path, days: int,
+              progress: bool, fmt: str = "jsonl") -> None:
     started = time.perf_counter()
-    with RunWriter(out) as writer:
+    with RunWriter(out, buffer_rounds=IN_PROCESS_BUFFER_ROUNDS, fmt=fmt) as writer:
         model = MarketModel(
             scenario,
             lambda prosumer: make_policy(policy, prosumer.spec, prosumer.dt_h),
@@ -64,4 +57,3 @@ def simulate(
             model.step()
     elapsed = time.perf_counter() - started
     (out / "timing.txt").write_text(f"wall_s {elapsed:.2f}\nrounds {model.community.n_rounds}\n")
-    return out
