@@ -35,9 +35,11 @@ import pandas as pd
 from scipy import stats as sps
 
 from peergrid.scenarios.commands.experiment import (OPTIMA, REFERENCES, TrainingJob, _fresh_dir,
-                                           _run_section, add_savings_shares, optimum_metrics,
-                                           reference_metrics, run_training_jobs)
+                                           _run_section, add_savings_shares, check_engine,
+                                           optimum_metrics, reference_metrics,
+                                           run_training_jobs)
 from peergrid.scenarios.definition.schema import ALGORITHMS, Scenario
+from peergrid.scenarios.commands.arguments import count
 from peergrid.scenarios.commands.stats import band, summarize, welch_p
 from peergrid.scenarios.commands.train import evaluate_run, validation_window
 
@@ -92,14 +94,17 @@ def _baseline_rows(scenario: Scenario, reference: list[dict] | None) -> list[dic
 def paper_comparison(scenario: Scenario, source: str, out: str | Path, seeds: int = 8,
                      episodes: int | None = None, workers: int = 2, force: bool = False,
                      progress: bool = True, algorithms: tuple[str, ...] = ALGORITHMS,
-                     resume: bool = False) -> Path:
+                     resume: bool = False, engine: str = "local",
+                     address: str | None = None) -> Path:
+    check_engine(engine, address)
     out = _fresh_dir(out, force, resume)
     started = time.perf_counter()
-    episodes = episodes or scenario.algo.episodes
+    episodes = count(episodes, scenario.algo.episodes, "episodes")
     jobs = [TrainingJob(scenario, source, algo, seed,
                         str(out / "train" / run_name(algo, seed)), episodes)
             for seed in range(seeds) for algo in algorithms]
-    walls = run_training_jobs(jobs, workers, progress, "paper-comparison: training", resume)
+    walls = run_training_jobs(jobs, workers, progress, "paper-comparison: training", resume,
+                              engine, address)
 
     tests = {a: [pd.read_csv(out / "train" / run_name(a, s) / "test.csv").iloc[0].to_dict()
                  for s in range(seeds)] for a in algorithms}
@@ -324,11 +329,12 @@ def _write_report(out: Path, s: Scenario, source: str, rows: list[dict], tests: 
 def graphs(scenario: Scenario, source: str, out: str | Path, seeds: int = 3,
            episodes: int | None = None, workers: int = 2, force: bool = False,
            progress: bool = True, topologies: tuple[str, ...] = TOPOLOGIES,
-           resume: bool = False) -> Path:
+           resume: bool = False, engine: str = "local", address: str | None = None) -> Path:
     """The networked actor-critic on each communication graph."""
+    check_engine(engine, address)
     out = _fresh_dir(out, force, resume)
     started = time.perf_counter()
-    episodes = episodes or scenario.algo.episodes
+    episodes = count(episodes, scenario.algo.episodes, "episodes")
     jobs = []
     for topo in topologies:
         s = scenario.model_copy(update={"comms": scenario.comms.model_copy(
@@ -336,7 +342,7 @@ def graphs(scenario: Scenario, source: str, out: str | Path, seeds: int = 3,
         jobs += [TrainingJob(s, source, "consensus", seed,
                              str(out / "train" / run_name("consensus", seed, f"-{topo}")),
                              episodes) for seed in range(seeds)]
-    run_training_jobs(jobs, workers, progress, "graphs: training", resume)
+    run_training_jobs(jobs, workers, progress, "graphs: training", resume, engine, address)
     rows, curves = [], {}
     ring_rewards = None
     for topo in topologies:

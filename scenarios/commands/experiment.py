@@ -71,12 +71,32 @@ def finished_wall_s(job: TrainingJob) -> float | None:
     return float(fields["wall_s"]) if int(fields["episodes"]) == job.episodes else None
 
 
+ENGINES = ("local", "ray")
+"""Where training runs execute: a local process pool, or Ray tasks (``raysweep.py``)."""
+
+
+def check_engine(engine: str, address: str | None) -> None:
+    """Refuse a bad engine before an experiment clears its directory (``--force``)."""
+    if engine not in ENGINES:
+        raise ValueError(f"--engine {engine!r}: one of {', '.join(ENGINES)}")
+    if address is not None and engine != "ray":
+        raise ValueError(f"--address {address}: only with --engine ray")
+    if engine == "ray":
+        from peergrid.scenarios.commands.raysweep import require_ray
+
+        require_ray()
+
+
 def run_training_jobs(jobs: list[TrainingJob], workers: int, progress: bool, desc: str,
-                      resume: bool = False) -> dict[str, float]:
+                      resume: bool = False, engine: str = "local",
+                      address: str | None = None) -> dict[str, float]:
     """Every job in a pool of ``workers`` processes (spawned: each imports torch afresh,
-    one torch thread each); wall seconds per job's output directory. With ``resume``,
-    runs already complete are kept (each run depends only on its scenario, algorithm
-    and seed) and a partly trained run starts again."""
+    one torch thread each), or with ``engine="ray"`` as Ray tasks (local instance of
+    ``workers`` CPUs, or the cluster at ``address``; the same results); wall seconds per
+    job's output directory. With ``resume``, runs already complete are kept (each run
+    depends only on its scenario, algorithm and seed) and a partly trained run starts
+    again."""
+    check_engine(engine, address)
     walls: dict[str, float] = {}
     if resume:
         for job in jobs:
@@ -86,6 +106,10 @@ def run_training_jobs(jobs: list[TrainingJob], workers: int, progress: bool, des
             elif Path(job.out).exists():
                 shutil.rmtree(job.out)
         jobs = [j for j in jobs if j.out not in walls]
+    if engine == "ray":
+        from peergrid.scenarios.commands.raysweep import run_on_ray
+
+        return walls | run_on_ray(jobs, workers, progress, desc, address)
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
         done = pool.map(_train_job, jobs)
         if progress:

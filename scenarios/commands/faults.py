@@ -44,7 +44,9 @@ from peergrid.agents.learners.portable import from_portable
 from peergrid.comms.nodes.loop import Checkpoints
 from peergrid.scenarios.commands.comparison import _plt
 from peergrid.scenarios.commands.experiment import (TrainingJob, _fresh_dir, _run_section,
-                                                    reference_metrics, run_training_jobs)
+                                                    check_engine, reference_metrics,
+                                                    run_training_jobs)
+from peergrid.scenarios.commands.arguments import count
 from peergrid.scenarios.commands.stats import fmt, paired_p, summarize, welch_p
 from peergrid.scenarios.commands.train import Team, evaluate_choice, run_day
 from peergrid.scenarios.definition.schema import LearnerOverrides, Scenario
@@ -154,9 +156,12 @@ def _run_row(run: Path) -> dict[str, float]:
 
 def faults(scenario: Scenario, source: str, out: str | Path, seeds: int | None = None,
            episodes: int | None = None, workers: int = 2, force: bool = False,
-           progress: bool = True, resume: bool = False, quick: bool = False) -> Path:
+           progress: bool = True, resume: bool = False, quick: bool = False,
+           engine: str = "local", address: str | None = None) -> Path:
+    check_engine(engine, address)
     size = QUICK if quick else FULL
-    seeds, episodes = seeds or size["seeds"], episodes or size["episodes"]
+    seeds = count(seeds, size["seeds"], "seeds")
+    episodes = count(episodes, size["episodes"], "episodes")
     out = _fresh_dir(out, force, resume)
     started = time.perf_counter()
     sweep = points(scenario, episodes)
@@ -165,7 +170,8 @@ def faults(scenario: Scenario, source: str, out: str | Path, seeds: int | None =
             for p in sweep for seed in range(seeds)]
     # the slowest (the encodings average one agent at a time) first: the pool ends together
     jobs.sort(key=lambda j: j.scenario.comms.codec == "float32")
-    walls = run_training_jobs(jobs, workers, progress, "faults: training", resume)
+    walls = run_training_jobs(jobs, workers, progress, "faults: training", resume, engine,
+                              address)
 
     nop2p = reference_metrics(scenario, "nop2p")
     runs = [(p, [_run_row(_run_dir(out, p, seed)) for seed in range(seeds)]) for p in sweep]

@@ -25,7 +25,9 @@ from peergrid.agents.aggregation import AGGREGATIONS
 from peergrid.agents.poisoning import ATTACKS, Attack
 from peergrid.scenarios.commands.comparison import _plt
 from peergrid.scenarios.commands.experiment import (TrainingJob, _fresh_dir, _run_section,
-                                                    reference_metrics, run_training_jobs)
+                                                    check_engine, reference_metrics,
+                                                    run_training_jobs)
+from peergrid.scenarios.commands.arguments import count
 from peergrid.scenarios.commands.stats import fmt, paired_p, summarize
 from peergrid.scenarios.definition.schema import Scenario
 
@@ -80,10 +82,12 @@ def _honest_row(run: Path, honest: list[str]) -> dict[str, float]:
 def poisoning(scenario: Scenario, source: str, out: str | Path, seeds: int = 3,
               episodes: int | None = None, workers: int = 2, force: bool = False,
               progress: bool = True, resume: bool = False, liar: str | None = None,
-              rules: tuple[str, ...] = AGGREGATIONS) -> Path:
+              rules: tuple[str, ...] = AGGREGATIONS, engine: str = "local",
+              address: str | None = None) -> Path:
+    check_engine(engine, address)
     out = _fresh_dir(out, force, resume)
     started = time.perf_counter()
-    episodes = episodes or DEFAULT_EPISODES
+    episodes = count(episodes, DEFAULT_EPISODES, "episodes")
     ids = [a.id for a in scenario.agents]
     liar = liar or ids[0]
     if liar not in ids:
@@ -98,7 +102,7 @@ def poisoning(scenario: Scenario, source: str, out: str | Path, seeds: int = 3,
             jobs += [TrainingJob(s, source, "consensus", seed,
                                  str(_run_dir(out, rule, kind, seed)), episodes, attack)
                      for seed in range(seeds)]
-    run_training_jobs(jobs, workers, progress, "poisoning: training", resume)
+    run_training_jobs(jobs, workers, progress, "poisoning: training", resume, engine, address)
 
     nop2p = reference_metrics(scenario, "nop2p")
     floor = float(np.mean([nop2p[f"reward.{a}"] for a in honest]))

@@ -26,7 +26,7 @@ from typing import Any
 import pandas as pd
 
 from peergrid.scenarios.commands.experiment import (TrainingJob, _fresh_dir, _run_section,
-                                           run_training_jobs)
+                                           check_engine, run_training_jobs)
 from peergrid.scenarios.definition.schema import ALGORITHMS, LearnerOverrides, Scenario
 from peergrid.scenarios.commands.stats import summarize
 
@@ -57,14 +57,16 @@ def with_setting(scenario: Scenario, algo: str, setting: dict[str, Any]) -> Scen
 
 def tune(scenario: Scenario, source: str, out: str | Path, seeds: int = 2,
          episodes: int = 400, workers: int = 2, force: bool = False, progress: bool = True,
-         algorithms: tuple[str, ...] = ALGORITHMS, resume: bool = False) -> Path:
+         algorithms: tuple[str, ...] = ALGORITHMS, resume: bool = False,
+         engine: str = "local", address: str | None = None) -> Path:
+    check_engine(engine, address)
     out = _fresh_dir(out, force, resume)
     started = time.perf_counter()
     jobs = [TrainingJob(with_setting(scenario, algo, setting), source, algo, seed,
                         str(out / "train" / f"{algo}-g{g}-s{seed}"), episodes)
             for algo in algorithms for g, setting in enumerate(grid(algo))
             for seed in range(seeds)]
-    run_training_jobs(jobs, workers, progress, "tune: training", resume)
+    run_training_jobs(jobs, workers, progress, "tune: training", resume, engine, address)
     rows = []
     for algo in algorithms:
         for g, setting in enumerate(grid(algo)):
