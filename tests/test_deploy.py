@@ -220,7 +220,11 @@ def test_a_faulty_day_completes_with_every_round_once_and_balanced(one_day, tmp_
     # 6-8 while dead (this seed); other seeds' draws can add 5 (crashed with round 5 still
     # open, its settlement lost) or 9 (the restarted process's first round start lost)
     assert {6, 7, 8} <= set(down) <= {5, 6, 7, 8, 9}
-    assert any(e["event"] == "resumed" and e["from_round"] == min(down) for e in a05)
+    # it resumes from its last checkpoint: the first round it missed, or the one before
+    # when that round was still open at the kill (its settlement then arrives after the
+    # restart and the round is booked normally, once: checked above)
+    assert any(e["event"] == "resumed" and min(down) - 1 <= e["from_round"] <= min(down)
+               for e in a05)
     flags = [f for e in a05 + [json.loads(x) for n in ids for x in
                                (out / "nodes" / f"{n}.jsonl").read_text().splitlines()]
              if e["event"] == "round" for f in e["flags"]]
