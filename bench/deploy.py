@@ -30,6 +30,14 @@ three times; medians of rounds/s and p99 round time:
     deploy procs=13 policy=<p> curve_rounds_per_s=<x> plain_rounds_per_s=<y> ratio=<x/y> ...
 
 The flood runs over plain TCP (with CURVE the junk would not get past the handshake).
+
+``--engine ray``: the rule policy for a day with 13 prosumers (ieee13) and 64 and 128
+(Dickert LV, ``--procs`` to choose), each with the local launcher and then as Ray actors
+on a local Ray instance (comms/raylaunch.py), side by side: rounds/s, p99 round time,
+start-up (the whole deployment's wall time less its rounds), and per prosumer process
+the peak USS / PSS / RSS (median) and the sum of the USS over all node processes:
+
+    deploy engine=<local|ray> procs=<n> rounds_per_s=<x> p99_ms=<y> uss_mb=<z> total_uss_mb=<t>
 """
 
 from __future__ import annotations
@@ -60,8 +68,9 @@ def _memory_mb(pid: int) -> tuple[float, float, float] | None:
     return uss / 1024, kb.get("Pss", 0) / 1024, kb.get("Rss", 0) / 1024
 
 
-def _node_pids() -> list[int]:
-    """Running processes forked by a multiprocessing forkserver (the nodes, and it)."""
+def _node_pids(marks: tuple[str, ...] = ("forkserver", "multiprocessing")) -> list[int]:
+    """Running processes forked by a multiprocessing forkserver (the nodes, and it), or
+    whose command line holds one of ``marks`` (``ray::NodeActor``: a Ray node actor)."""
     out = []
     for d in Path("/proc").iterdir():
         if not d.name.isdigit() or int(d.name) == os.getpid():
@@ -70,14 +79,15 @@ def _node_pids() -> list[int]:
             cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        if "forkserver" in cmd or "multiprocessing" in cmd:
+        if any(m in cmd for m in marks):
             out.append(int(d.name))
     return out
 
 
 class MemorySampler(threading.Thread):
-    def __init__(self) -> None:
+    def __init__(self, marks: tuple[str, ...] = ("forkserver", "multiprocessing")) -> None:
         super().__init__(daemon=True)
+        self.marks = marks
         self.samples: dict[int, tuple[float, ...]] = {}  # peak of each, per pid
         self.cpu_s: dict[int, float] = {}  # CPU seconds used, the last sample per pid
         self.stop = threading.Event()
@@ -85,7 +95,7 @@ class MemorySampler(threading.Thread):
     def run(self) -> None:
         tick = os.sysconf("SC_CLK_TCK")
         while not self.stop.is_set():
-            for pid in _node_pids():
+            for pid in _node_pids(self.marks):
                 m = _memory_mb(pid)
                 if m is not None:
                     peak = self.samples.get(pid, m)
@@ -98,22 +108,27 @@ class MemorySampler(threading.Thread):
             time.sleep(0.2)
 
 
-def one(scenario, policy: str, days: int, port: int, insecure: bool = False
-        ) -> dict[str, float]:
+def one(scenario, policy: str, days: int, port: int, insecure: bool = False,
+        engine: str = "local") -> dict[str, float]:
     s = with_faults(scenario, base_port=port)
-    sampler = MemorySampler()
+    sampler = MemorySampler(("ray::NodeActor",) if engine == "ray" else
+                            ("forkserver", "multiprocessing"))
     sampler.start()
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         out, exits = deploy(s, "bench", policy, Path(tmp) / "dep", days=days,
-                            insecure=insecure)
+                            insecure=insecure, engine=engine)
         wall = time.perf_counter() - t0
         sampler.stop.set()
         events = [json.loads(x) for x in (out / "nodes" / "market.jsonl").read_text().splitlines()]
+        started = [json.loads(x) for x in (out / "nodes" / "launcher.jsonl").read_text()
+                   .splitlines()]
     t = np.array([e["t_s"] for e in events if e["event"] == "round"])
     gaps = np.diff(t) * 1e3
     prosumers = {e["pid"] for e in events if e["event"] == "hello" and e["peer"] != "grid"}
     nodes = [sampler.samples[pid] for pid in prosumers if pid in sampler.samples]
+    every = [e["pid"] for e in events if e["event"] == "hello"] + [
+        e["pid"] for e in started if e.get("node") == "market" and "pid" in e]
     cpu = [sampler.cpu_s[pid] for pid in prosumers if pid in sampler.cpu_s]
     n = len(s.agents)
     return {
@@ -124,6 +139,8 @@ def one(scenario, policy: str, days: int, port: int, insecure: bool = False
            for i, kind in enumerate(("uss", "pss", "rss"))},
         # per prosumer per round: what a node spends, whatever the deadlines allow
         "cpu_ms_per_round": 1e3 * float(np.median(cpu)) / len(t) if cpu else float("nan"),
+        "total_uss_mb": float(sum(sampler.samples[p][0] for p in set(every)
+                                  if p in sampler.samples)),
         "ok": all(c == 0 for c in exits.values()),
     }
 
@@ -235,6 +252,26 @@ def dickert(count: int):
     return parse_scenario(data, source)
 
 
+def engines(sizes: tuple[int, ...]) -> None:
+    """The rule policy for a day, local launcher and Ray side by side, per size."""
+    print(f"{'prosumers':>9}{'engine':>7}{'rounds/s':>10}{'p99 ms':>8}{'median ms':>11}"
+          f"{'start-up s':>11}{'USS MB':>8}{'PSS MB':>8}{'RSS MB':>8}{'all USS GB':>11}"
+          f"{'clean':>7}")
+    lines = []
+    for i, n in enumerate(sizes):
+        scenario = load_scenario("ieee13") if n == 13 else dickert(n)
+        for engine in ("local", "ray"):
+            r = one(scenario, "rule", 1, 30000 + 300 * i, engine=engine)
+            print(f"{r['procs']:>9}{engine:>7}{r['rounds_per_s']:>10.1f}{r['p99_ms']:>8.1f}"
+                  f"{r['median_ms']:>11.1f}{r['wall_s'] - (r['rounds'] - 1) / r['rounds_per_s']:>11.1f}"
+                  f"{r['uss_mb']:>8.1f}{r['pss_mb']:>8.1f}{r['rss_mb']:>8.1f}"
+                  f"{r['total_uss_mb'] / 1024:>11.2f}{str(r['ok']):>7}", flush=True)
+            lines.append(f"deploy engine={engine} procs={r['procs']} "
+                         f"rounds_per_s={r['rounds_per_s']:.1f} p99_ms={r['p99_ms']:.1f} "
+                         f"uss_mb={r['uss_mb']:.1f} total_uss_mb={r['total_uss_mb']:.0f}")
+    print("\n".join(lines))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=int, default=1)
@@ -242,7 +279,16 @@ def main() -> None:
                         help="only the loss and flood measurements")
     parser.add_argument("--curve-only", action="store_true",
                         help="only the cost of CURVE (13 processes, with and without)")
+    parser.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help="ray: the local launcher and Ray actors side by side "
+                             "(rule policy, --procs prosumers)")
+    parser.add_argument("--procs", default="13,64,128",
+                        help="with --engine ray: prosumer counts (13 is ieee13, others "
+                             "Dickert LV)")
     args = parser.parse_args()
+    if args.engine == "ray":
+        engines(tuple(int(x) for x in args.procs.split(",")))
+        return
     if args.curve_only:
         runs = curve_cost()
         print(f"{'ieee13, 13 prosumers':<24}{'links':>7}{'runs':>6}{'rounds/s':>10}"

@@ -43,6 +43,7 @@ import struct
 import time
 from collections import Counter, deque
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -272,11 +273,12 @@ class Node:
         """Send through the link's fault model (control messages, the deployment's own
         tooling, bypass it); False when the link lost it."""
         data = encode(Header(self.scenario_id, episode, rnd, self.name, msg.kind), msg)
-        sock = self._peer(receiver)
         if msg.control:
-            return self._send_now(sock, data)
+            return self._send_now(self._peer(receiver), data)
+        # the socket is looked up when the message goes out (after any injected delay):
+        # the peer may have moved in the meantime (set_peers)
         return self.outbox.send(receiver, data, self.global_round,
-                                lambda d: self._send_now(sock, d))
+                                lambda d: self._send_now(self._peer(receiver), d))
 
     def _send_now(self, sock: zmq.Socket, data: bytes) -> bool:
         """Onto the socket, numbered now (after any injected delay, so numbers go out
@@ -287,6 +289,33 @@ class Node:
         except zmq.Again:
             return False
         return True
+
+    def set_peers(self, endpoints: Mapping[str, str],
+                  public_keys: Mapping[str, bytes] | None = None) -> None:
+        """Peers now at these endpoints (with these keys, under CURVE): a peer restarted
+        on another host (comms.raylaunch). The connection to a peer that moved is closed
+        and the next message opens one to its new address; only the new key can accept
+        it (it is the connection's server key) or speak for that peer (the allow-list).
+        No message kind moves a peer: this is called by whoever started the node, from
+        the node's own thread (ZeroMQ sockets are not thread-safe)."""
+        changed = []
+        for name, endpoint in endpoints.items():
+            key = None if public_keys is None or self.keys is None else public_keys[name]
+            same_key = key is None or self.keys.peers.get(name) == key
+            if self.endpoints.get(name) == endpoint and same_key:
+                continue
+            changed.append(name)
+            self.endpoints[name] = endpoint
+            if not same_key:
+                self.keys = replace(self.keys, peers={**self.keys.peers, name: key})
+            sock = self._peers.pop(name, None)
+            if sock is not None:
+                sock.close(0)  # what it still held was for the peer's dead process
+        if self.auth is not None and self.keys is not None:
+            self.auth.keys = self.keys  # one reference swap: the ZAP thread sees old or new
+        if changed:
+            self.log.event("peers", changed=changed,
+                           allowed=len(self.keys.peers) if self.keys else None)
 
     def silent_for(self, peer: str) -> float:
         """Seconds since ``peer`` was last heard (since this node started if never)."""

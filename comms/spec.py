@@ -170,16 +170,24 @@ class DeploySpec:
     security: Security | None = None
 
     def write(self, path: Path) -> None:
-        path.write_bytes(_ADAPTER.dump_json(self, indent=1))
+        path.write_bytes(self.to_json())
+
+    def to_json(self) -> bytes:
+        """deploy.json's bytes (also what comms.raylaunch hands its actors)."""
+        return _ADAPTER.dump_json(self, indent=1)
 
     @staticmethod
     def read(path: str | Path) -> DeploySpec:
+        return DeploySpec.from_json(Path(path).read_bytes(), str(path))
+
+    @staticmethod
+    def from_json(data: bytes, where_from: str = "deploy.json") -> DeploySpec:
         try:
-            return _ADAPTER.validate_json(Path(path).read_bytes())
+            return _ADAPTER.validate_json(data)
         except ValidationError as err:
             first = err.errors()[0]
             where = ".".join(str(x) for x in first["loc"])
-            raise ValueError(f"{path}: {where}: {first['msg']} "
+            raise ValueError(f"{where_from}: {where}: {first['msg']} "
                              f"({err.error_count()} problem(s))") from None
 
     @property

@@ -294,3 +294,15 @@ def test_logs_and_train_name_what_is_wrong_with_their_paths(argv, message, run_d
     assert res.returncode == 2, res.stdout
     assert message in res.stderr and "Traceback" not in res.stderr, res.stderr
     assert not (tmp_path / "missing").exists() and not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["deploy", "--address", "10.0.0.1:6379"], "--address 10.0.0.1:6379: only with --engine ray"),
+    (["deploy", "--engine", "ray", "--base-port", "30000"],
+     "--base-port: not with --engine ray (every node binds a port its operating system picks "
+     "and reports it)"),
+])
+def test_deploy_engine_options_that_do_not_go_together_are_one_line(argv, message, tmp_path):
+    res = peergrid(*argv, "--out", str(tmp_path / "d"))
+    assert res.returncode == 2 and res.stderr.strip() == f"peergrid: {message}", res.stderr
+    assert not (tmp_path / "d").exists()

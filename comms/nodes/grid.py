@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from peergrid.comms.node import Node
 from peergrid.comms.nodes.loop import Checkpoints, serve
 from peergrid.comms.protocol.grid import GridProtocol
 from peergrid.comms.runlog import RunWriter
@@ -13,8 +14,10 @@ from peergrid.comms.spec import DeploySpec
 from peergrid.grid.build import make_grid_operator
 
 
-def run_grid(spec: DeploySpec, incarnation: int = 0, key_file: str | None = None) -> None:
-    node = open_node(spec, "grid", key_file)
+def run_grid(spec: DeploySpec, incarnation: int = 0, key_file: str | None = None,
+             node: Node | None = None) -> None:
+    """``node``: its shell already open (comms.raylaunch binds before the spec is whole)."""
+    node = node or open_node(spec, "grid", key_file)
     writer = RunWriter(Path(spec.out))
     checkpoints = Checkpoints(Path(spec.out) / "checkpoints" / "grid.state", writer, ["grid.jsonl"])
     state = checkpoints.load() if incarnation > 0 else None

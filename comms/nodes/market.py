@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
+from peergrid.comms.node import Node
 from peergrid.comms.nodes.loop import Checkpoints, serve
 from peergrid.comms.protocol.market import MarketProtocol
 from peergrid.comms.runlog import RunWriter
@@ -14,8 +14,10 @@ from peergrid.comms.spec import DeploySpec
 from peergrid.market.operator import MarketOperator
 
 
-def run_market(spec: DeploySpec, incarnation: int = 0, key_file: str | None = None) -> None:
-    node = open_node(spec, "market", key_file)
+def run_market(spec: DeploySpec, incarnation: int = 0, key_file: str | None = None,
+               node: Node | None = None) -> None:
+    """``node``: its shell already open (comms.raylaunch binds before the spec is whole)."""
+    node = node or open_node(spec, "market", key_file)
     writer = RunWriter(Path(spec.out))
     checkpoints = Checkpoints(Path(spec.out) / "checkpoints" / "market.state", writer,
                               ["market.jsonl"])

@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from peergrid.comms.messages import SettlementMessage
+from peergrid.comms.node import Node
 from peergrid.comms.nodes.loop import Checkpoints, apply, serve
 from peergrid.comms.protocol.prosumer import ProsumerProtocol, ProsumerState
 from peergrid.comms.runlog import RunWriter
@@ -61,11 +61,13 @@ def prosumer_protocol(spec: DeploySpec, agent_id: str, incarnation: int = 0,
 
 
 def run_prosumer(spec: DeploySpec, agent_id: str, incarnation: int = 0,
-                 finish: bool = False, key_file: str | None = None) -> None:
+                 finish: bool = False, key_file: str | None = None,
+                 node: Node | None = None) -> None:
     """Serve one agent until the market says stop (or falls silent). ``finish``: the run
     is over and this agent was down at its end: book what remains from its checkpoint
-    and the market's ledger file, then exit."""
-    node = open_node(spec, agent_id, key_file)
+    and the market's ledger file, then exit. ``node``: its shell already open
+    (comms.raylaunch binds before the spec is whole)."""
+    node = node or open_node(spec, agent_id, key_file)
     writer = RunWriter(Path(spec.out))
     checkpoints = Checkpoints(Path(spec.out) / "checkpoints" / f"{agent_id}.state", writer,
                               [f"agents/{agent_id}.jsonl"])

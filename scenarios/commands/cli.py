@@ -254,6 +254,11 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
         from peergrid.comms.runlog import require_parquet
 
         require_parquet()  # before any process starts
+    if args.address is not None and args.engine != "ray":
+        raise UsageError(f"--address {args.address}: only with --engine ray")
+    if args.engine == "ray" and args.base_port is not None:
+        raise UsageError("--base-port: not with --engine ray (every node binds a port its "
+                         "operating system picks and reports it)")
     scenario = load_scenario(args.scenario)
     kills = [*(k.model_dump() for k in scenario.deploy.kills), *(args.kill or [])]
     partitions = [*(p.model_dump() for p in scenario.deploy.partitions),
@@ -267,7 +272,7 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
                            partitions=partitions if args.partition else None)
     out, exits = deploy(scenario, resolve(args.scenario).name, args.policy, args.out,
                         days=args.days, seed=args.seed, learn=args.learn, force=args.force,
-                        insecure=args.insecure)
+                        insecure=args.insecure, engine=args.engine, address=args.address)
     status = json.loads((out / "status.json").read_text())
     bad = {n: c for n, c in exits.items() if c not in (0, None) and "#" not in n}
     if args.format == "parquet" and status["complete"] and not bad:
@@ -558,6 +563,13 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--insecure", action="store_true",
                     help="plain TCP, no CURVE: no authentication or encryption (local "
                     "experiments only; every node log says so)")
+    dp.add_argument("--engine", choices=("local", "ray"), default="local",
+                    help="local: one OS process per node on this machine, supervised by the "
+                    "launcher; ray: one Ray actor per node, spread over a Ray cluster's "
+                    "nodes, restarted by Ray (the [cluster] extra; docs/deploy.md)")
+    dp.add_argument("--address", default=None,
+                    help="with --engine ray: an existing Ray cluster (e.g. HEAD:6379); "
+                    "default: start a local Ray instance")
     dp.set_defaults(func=_cmd_deploy)
 
     nd = sub.add_parser("node", help="run one node of a deployment (for several hosts)")
