@@ -108,7 +108,8 @@ def _exit_on_sigterm(signum: int, frame) -> None:
     raise SystemExit(128 + signum)  # unwinds through launch()'s clean-up
 
 
-def _rows(path: Path) -> int:
+def count_rows(path: Path) -> int:
+    """Lines in a run file (rows booked); 0 before it exists."""
     if not path.is_file():
         return 0
     with open(path, "rb") as f:
@@ -116,7 +117,7 @@ def _rows(path: Path) -> int:
 
 
 def _rounds_done(out: Path) -> int:
-    return _rows(out / "market.jsonl")
+    return count_rows(out / "market.jsonl")
 
 
 def check_ports_free(endpoints: dict[str, str]) -> None:
@@ -199,6 +200,20 @@ class _Supervisor:
                 p.join()
 
 
+def finish_status(status: dict, spec: DeploySpec, rounds_done: int) -> None:
+    """Complete ``status`` and write status.json: complete means every round cleared and
+    every agent's every round booked (the same test whoever launched the nodes)."""
+    out, n_rounds = Path(spec.out), spec.window.n_rounds
+    if status["rounds_done"] == 0:
+        status["rounds_done"] = rounds_done
+    booked = {a: count_rows(out / "agents" / f"{a}.jsonl") for a in spec.agents}
+    status["agent_rounds_missing"] = {a: n_rounds - n for a, n in booked.items()
+                                      if n != n_rounds}
+    status["complete"] = (status["reason"] == "finished" and status["rounds_done"]
+                          == n_rounds and not status["agent_rounds_missing"])
+    (out / "status.json").write_text(json.dumps(status, indent=2))
+
+
 def launch(spec: DeploySpec, timeout_s: float = 3600.0) -> dict[str, int]:
     """Run a deployment to its end, supervising its nodes; returns each process's exit
     code (``name#i`` for an incarnation that died before the last). Writes
@@ -267,15 +282,7 @@ def launch(spec: DeploySpec, timeout_s: float = 3600.0) -> dict[str, int]:
         if on_main_thread:
             signal.signal(signal.SIGTERM, previous)
         sup.stop_all()
-        if status["rounds_done"] == 0:
-            status["rounds_done"] = _rounds_done(out)
-        # complete: every round cleared, and every agent's every round booked
-        booked = {a: _rows(out / "agents" / f"{a}.jsonl") for a in spec.agents}
-        status["agent_rounds_missing"] = {a: n_rounds - n for a, n in booked.items()
-                                          if n != n_rounds}
-        status["complete"] = (status["reason"] == "finished" and status["rounds_done"]
-                              == n_rounds and not status["agent_rounds_missing"])
-        (out / "status.json").write_text(json.dumps(status, indent=2))
+        finish_status(status, spec, _rounds_done(out))
         sup.log.event("end", **status)
         sup.log.close()
     exits = {**sup.exits, **{name: p.exitcode for name, p in sup.procs.items()}}

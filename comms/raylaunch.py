@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from peergrid.comms.keys import NodeKeys, check_public_keys
+from peergrid.comms.launcher import count_rows, finish_status
 from peergrid.comms.node import Node, NodeLog
 from peergrid.comms.spec import DeploySpec, Security
 
@@ -343,7 +344,7 @@ def launch_on_ray(spec: DeploySpec, address: str | None = None, secure: bool = T
             return True
 
         def rounds_done() -> int:
-            return _rows(out / "market.jsonl")
+            return count_rows(out / "market.jsonl")
 
         deadline = time.monotonic() + timeout_s
         market_done = False
@@ -418,22 +419,8 @@ def launch_on_ray(spec: DeploySpec, address: str | None = None, secure: bool = T
             remove_placement_group(pg)
         if started_here:
             ray.shutdown()
-        if status["rounds_done"] == 0:
-            status["rounds_done"] = _rows(out / "market.jsonl")
-        booked = {a: _rows(out / "agents" / f"{a}.jsonl") for a in spec.agents}
-        status["agent_rounds_missing"] = {a: n_rounds - n for a, n in booked.items()
-                                          if n != n_rounds}
-        status["complete"] = (status["reason"] == "finished" and status["rounds_done"]
-                              == n_rounds and not status["agent_rounds_missing"])
-        (out / "status.json").write_text(json.dumps(status, indent=2))
+        finish_status(status, spec, count_rows(out / "market.jsonl"))
         log.event("end", **status)
         log.close()
     (out / "exit_codes.json").write_text(json.dumps(exits, indent=2))
     return exits
-
-
-def _rows(path: Path) -> int:
-    if not path.is_file():
-        return 0
-    with open(path, "rb") as f:
-        return sum(1 for _ in f)
