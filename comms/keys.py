@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import zmq
@@ -36,7 +36,7 @@ class NodeKeys:
 
     name: str
     public: bytes
-    secret: bytes
+    secret: bytes = field(repr=False)  # never in a log line or an error's text
     peers: dict[str, bytes]
     """Node name -> public key (z85), this node's included: the allow-list."""
 

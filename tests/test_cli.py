@@ -298,6 +298,9 @@ def test_logs_and_train_name_what_is_wrong_with_their_paths(argv, message, run_d
 
 @pytest.mark.parametrize("argv, message", [
     (["deploy", "--address", "10.0.0.1:6379"], "--address 10.0.0.1:6379: only with --engine ray"),
+    (["experiment", "baselines", "--engine", "ray"],
+     "--engine ray: baselines trains no sweep of runs (baselines train nothing; "
+     "faults-deployed runs real deployments beside in-process twins on this machine)"),
     (["deploy", "--engine", "ray", "--base-port", "30000"],
      "--base-port: not with --engine ray (every node binds a port its operating system picks "
      "and reports it)"),

@@ -168,6 +168,10 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
                 "resume": args.resume, "engine": args.engine, "address": args.address}
     if args.address is not None and args.engine != "ray":
         raise UsageError(f"--address {args.address}: only with --engine ray")
+    if args.engine == "ray" and args.name in ("baselines", "faults-deployed"):
+        raise UsageError(f"--engine ray: {args.name} trains no sweep of runs (baselines "
+                         "train nothing; faults-deployed runs real deployments beside "
+                         "in-process twins on this machine)")
     if args.engine == "ray":
         from peergrid.scenarios.commands.raysweep import require_ray
 
@@ -502,7 +506,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--engine", choices=("local", "ray"), default="local",
                     help="local: a process pool on this machine; ray: each training run a "
                     "Ray task, retried from clean if its worker is lost (the [cluster] "
-                    "extra; the same summary.csv as local)")
+                    "extra; tune, paper-comparison, graphs, poisoning, faults; the same "
+                    "results as local, wall times apart)")
     ex.add_argument("--address", default=None,
                     help="with --engine ray: an existing Ray cluster (e.g. HEAD:6379); "
                     "default: start a local Ray instance")

@@ -97,22 +97,23 @@ def run_on_ray(jobs: list[TrainingJob], workers: int, progress: bool, desc: str,
         return {}
     ray = require_ray()
     started_here = not ray.is_initialized()
-    if started_here:
-        if address is None:  # "local": never a cluster found by chance on this host
-            ray.init(address="local", num_cpus=workers, include_dashboard=False,
-                     logging_level=logging.ERROR)
-        else:  # its warnings (authentication, versions) are the user's to read
-            ray.init(address=address, logging_level=logging.WARNING)
-    task = ray.remote(num_cpus=1, max_retries=RETRIES)(attempt)
-    # absolute: a cluster's workers do not share the driver's working directory
-    pending = {task.remote(replace(j, out=str(Path(j.out).absolute()))): j for j in jobs}
+    pending: dict[Any, TrainingJob] = {}
     bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(jobs), desc=desc, unit="run")
     walls: dict[str, float] = {}
-    try:
+    try:  # from the start: a failure after ray.init still shuts down what it started
+        if started_here:
+            if address is None:  # "local": never a cluster found by chance on this host
+                ray.init(address="local", num_cpus=workers, include_dashboard=False,
+                         logging_level=logging.ERROR)
+            else:  # its warnings (authentication, versions) are the user's to read
+                ray.init(address=address, logging_level=logging.WARNING)
+        task = ray.remote(num_cpus=1, max_retries=RETRIES)(attempt)
+        # absolute: a cluster's workers do not share the driver's working directory
+        pending = {task.remote(replace(j, out=str(Path(j.out).absolute()))): j for j in jobs}
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(jobs), desc=desc, unit="run")
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:
