@@ -19,16 +19,30 @@ Start-up, with no endpoint file:
 
 Restarts, with the local supervisor's semantics: an actor whose process dies (killed, or
 its Ray node removed) is restarted by Ray (``max_restarts``: the scenario's restart
-budget, plus one for an injected crash that is to come back), in its bundle, which Ray
-moves to a live node when its node is gone. The driver then calls ``bind`` on it (a new
-incarnation, a new key pair, perhaps a new address), tells every running peer the new
-endpoint and key (``update_peer``: applied by the peer's own node loop, which closes its
-old connection; the driver waits until they have, so the new incarnation's ``hello`` is
-accepted) and only then ``run``\\ s it, with the incarnation number: it resumes from its
-checkpoint, cuts its record files back to it, and books the rounds it missed as down,
-exactly as ``comms.launcher`` restarts a process. An injected crash is restarted once
-the market has cleared the round before ``restart_round``; an agent still down when the
-market ends is run once more with ``finish`` to book its remaining rounds.
+budget, plus one for an injected crash that is to come back, plus one to book an agent
+down at the end), in its bundle, which Ray moves to a live node when its node is gone.
+The driver then calls ``bind`` on it (a new incarnation, a new key pair, perhaps a new
+address), ``configure``\\ s it, tells every peer that holds a spec the new endpoint and
+key (``update_peer``: applied by a serving peer's own node loop, which closes its old
+connection, at once by one not serving) and only then ``run``\\ s it, with the
+incarnation number: it resumes from its checkpoint, cuts its record files back to it,
+and books the rounds it missed as down, exactly as ``comms.launcher`` restarts a
+process. Each of these steps is a call the supervision loop polls with the running
+nodes, so any number of restarts proceed together and none holds up the noticing of
+another death. A process that dies between ``bind`` and ``run`` is bound again while its
+budget lasts. A peer whose loop has not applied the update within ``UPDATE_WAIT_S`` is
+asked again, until it has or is no longer running, for at most ``BIND_WAIT_S``; the
+node then runs anyway and ``moved`` names the peers that ``missed`` it. A node that
+exits because its market fell silent (``idle_exit_ms``: the market's Ray node lost and
+not yet back) is started again too, as a new incarnation, at no cost to its budget;
+while the market is being restarted, the others' new incarnations run only once it
+does (their ``hello`` must reach its new address). An
+injected crash is restarted once the market has cleared the round before
+``restart_round``. When the market ends, a restart under way ends in a ``finish`` run;
+after a shared grace of 10 s an incarnation still running is stopped (Ray restarts its
+process); and every agent down at the end, or that did not exit on the market's
+``stop``, is run once more with ``finish`` to book its remaining rounds: every
+(episode, round, agent) once.
 
 Who may move a peer: only the driver, through Ray's control plane (which already
 decides what code every actor runs: whoever can call an actor's methods can run code on
@@ -105,6 +119,10 @@ class NodeActor:
         if self.node is not None:  # a run that raised left its shell open
             with contextlib.suppress(Exception):
                 self.node.close()
+        with self._cv:  # a new shell: what it holds comes with ``configure``
+            self.node, self._spec = None, None
+            self._known.clear()
+            self._pending.clear()
         spec = DeploySpec.from_json(spec_json)
         ip = ray.util.get_node_ip_address()
         host = f"[{ip}]" if ":" in ip else ip
@@ -130,20 +148,32 @@ class NodeActor:
         this node or any peer sends a thing (a connection from a key not yet on the list
         is refused at the handshake, and not tried again). ``incarnations``: whose
         endpoint it holds, per peer (an update queued for a later one wins)."""
-        spec = DeploySpec.from_json(spec_json)
-        if self.node is None:
-            raise RuntimeError(f"{self.name}: configure before bind")
-        keys = None
-        if spec.security is not None:
-            keys = {n: k.encode("ascii") for n, k in spec.security.public_keys.items()}
         with self._cv:
-            self.node.set_peers(spec.endpoints, keys)
-            self._known.update(incarnations)
+            if self._serving:  # set_peers belongs to the node loop's thread then
+                raise RuntimeError(f"{self.name}: configure while serving (update_peer moves "
+                                   "a peer of a running node)")
+            if self.node is None:
+                raise RuntimeError(f"{self.name}: configure before bind")
+            spec = DeploySpec.from_json(spec_json)
+            keys = None
+            if spec.security is not None:
+                keys = {n: k.encode("ascii") for n, k in spec.security.public_keys.items()}
+            endpoints = dict(spec.endpoints)
+            for peer, k in self._known.items():  # a later incarnation was applied: kept
+                if peer in endpoints and k > incarnations.get(peer, -1):
+                    endpoints[peer] = self.node.endpoints[peer]
+                    if keys is not None and self.node.keys is not None:
+                        keys[peer] = self.node.keys.peers[peer]
+            self.node.set_peers(endpoints, keys)
+            for peer, k in incarnations.items():
+                self._known[peer] = max(k, self._known.get(peer, -1))
             self._spec = spec
         return True
 
-    def run(self, incarnation: int, finish: bool = False) -> int:
-        """Serve until the market says stop (or falls silent); 0."""
+    def run(self, incarnation: int, finish: bool = False) -> str:
+        """Serve until the market says stop (or falls silent); why the loop ended
+        (``stop``, ``market_silent``, ...: the node log's ``exit`` reason; ``finished``
+        for a ``finish`` run)."""
         from peergrid.comms.nodes.grid import run_grid
         from peergrid.comms.nodes.market import run_market
         from peergrid.comms.nodes.prosumer import run_prosumer
@@ -151,7 +181,18 @@ class NodeActor:
         node, spec = self.node, self._spec
         if node is None or spec is None:
             raise RuntimeError(f"{self.name}: run before bind and configure")
+        reasons: list[str] = []
+        event = node.log.event
+
+        def noted(kind: str, **fields: Any) -> None:
+            if kind == "exit":
+                reasons.append(str(fields.get("reason") or "finished"))
+            event(kind, **fields)
+
+        node.log.event = noted  # type: ignore[method-assign]
         with self._cv:
+            if self._pending:  # announced before configure: applied before any send
+                self._apply()
             self._serving = True
         try:
             if self.role == "market":
@@ -165,18 +206,25 @@ class NodeActor:
                 self._serving = False
                 self._cv.notify_all()
         self.node, self._spec = None, None  # closed by its loop (one that raised: by ``bind``)
-        return 0
+        return reasons[-1] if reasons else "finished"
 
     def update_peer(self, peer: str, incarnation: int, endpoint: str,
                     public_key: str | None) -> bool:
-        """``peer`` restarted as ``incarnation`` at ``endpoint`` with ``public_key``:
-        queued for this node's loop; True once the loop has applied it (or when no loop
-        runs yet: ``run`` applies it)."""
+        """``peer`` restarted as ``incarnation`` at ``endpoint`` with ``public_key``: True
+        once this node accepts the new key and sends to the new address. While a loop
+        serves, it is queued for the loop's own thread (False if not taken within
+        UPDATE_WAIT_S: still queued); otherwise applied here and now (the inbox is bound
+        from ``bind`` on, so the key must be on its allow-list before the peer runs);
+        before ``bind``, kept for the spec ``configure`` brings (the later one wins)."""
         key = public_key.encode("ascii") if public_key is not None else None
         with self._cv:
             if incarnation <= self._known.get(peer, -1):
                 return True
             self._pending[peer] = (incarnation, endpoint, key)
+            if not self._serving:
+                if self.node is not None:
+                    self._apply()
+                return True
             deadline = time.monotonic() + UPDATE_WAIT_S
             while self._serving and peer in self._pending:
                 left = deadline - time.monotonic()
@@ -188,18 +236,22 @@ class NodeActor:
     def _take_updates(self) -> None:
         """Called by the node loop's own thread, before each receive."""
         with self._cv:
-            if not self._pending:
-                return
-            due = {p: u for p, u in self._pending.items() if u[0] > self._known.get(p, -1)}
-            self._pending.clear()
-            if due and self.node is not None:
-                node = self.node
-                keys = None
-                if node.keys is not None:
-                    keys = {**node.keys.peers, **{p: u[2] for p, u in due.items()}}
-                node.set_peers({**node.endpoints, **{p: u[1] for p, u in due.items()}}, keys)
-                self._known.update({p: u[0] for p, u in due.items()})
-            self._cv.notify_all()
+            if self._pending:
+                self._apply()
+
+    def _apply(self) -> None:
+        """Apply the queued updates later than what the node holds (under ``_cv``, on
+        the loop's thread or with no loop running)."""
+        due = {p: u for p, u in self._pending.items() if u[0] > self._known.get(p, -1)}
+        self._pending.clear()
+        if due and self.node is not None:
+            node = self.node
+            keys = None
+            if node.keys is not None:
+                keys = {**node.keys.peers, **{p: u[2] for p, u in due.items()}}
+            node.set_peers({**node.endpoints, **{p: u[1] for p, u in due.items()}}, keys)
+            self._known.update({p: u[0] for p, u in due.items()})
+        self._cv.notify_all()
 
 
 class _RayNode(Node):
@@ -214,18 +266,53 @@ class _RayNode(Node):
         return super().receive(timeout_s)
 
 
+class _Restart:
+    """One node being brought back: ``bind``, ``configure``, peers told (``update_peer``),
+    ``run``. Each step is a Ray call the supervision loop polls, never waits for, so one
+    slow restart holds up nothing else."""
+
+    def __init__(self, name: str, k: int, finish: bool) -> None:
+        now = time.monotonic()
+        self.name, self.k, self.finish = name, k, finish
+        self.stage = "bind"
+        self.ref: Any = None
+        self.not_before = now
+        self.give_up_at = now + BIND_WAIT_S
+        self.asked: dict[Any, str] = {}  # update_peer call -> peer
+        self.told: set[str] = set()
+        self.info: dict[str, Any] = {}
+
+
+def _ready(ref: Any) -> bool:
+    import ray
+
+    done, _ = ray.wait([ref], num_returns=1, timeout=0)
+    return bool(done)
+
+
+def _why(err: BaseException) -> str:
+    import ray
+
+    if isinstance(err, ray.exceptions.RayTaskError):
+        err = err.cause
+    lines = str(err).splitlines() or [""]
+    return f"{type(err).__name__}: {lines[0][:300]}"
+
+
 def launch_on_ray(spec: DeploySpec, address: str | None = None, secure: bool = True,
                   timeout_s: float = 3600.0) -> dict[str, int]:
     """Run a deployment to its end on Ray, supervising its nodes as
     ``comms.launcher.launch`` does; each incarnation's exit code (``name#i`` for one that
-    died: -1 for a process Ray lost, 1 for a node that raised). ``address=None`` starts a
-    local Ray instance (stopped at the end); an address joins that cluster; a Ray already
+    died or was replaced: -1 for a process Ray lost, 1 for a node that raised, 0 for one
+    that exited because its market fell silent). ``address=None`` starts a local Ray
+    instance (stopped at the end); an address joins that cluster; a Ray already
     initialised in this process is used as it is. ``secure``: CURVE on every link, each
     actor with a key pair of its own (``spec.security`` is filled in here)."""
     import ray
     from ray.util.placement_group import placement_group, remove_placement_group
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+    errors = ray.exceptions
     out = Path(spec.out).absolute()  # the actors do not share the driver's directory
     spec = replace(spec, out=str(out), security=None)
     names = ["market", "grid", *spec.agents]
@@ -239,21 +326,23 @@ def launch_on_ray(spec: DeploySpec, address: str | None = None, secure: bool = T
                    "anyone who reaches the ports can speak for any node")
         print(f"WARNING: {warning}", file=sys.stderr)
         log.event("insecure", warning=warning)
-    started_here = not ray.is_initialized()
-    if started_here:
-        if address is None:
-            ray.init(address="local", include_dashboard=False, logging_level=logging.ERROR)
-        else:
-            ray.init(address=address, logging_level=logging.WARNING)
-    cpus = dict.fromkeys(names, PROCESS_CPUS)
-    pg = placement_group([{"CPU": cpus[n]} for n in names], strategy="SPREAD")
+    started_here = False
+    pg = None
     actors: dict[str, Any] = {}
     status = {"complete": False, "rounds": n_rounds, "rounds_done": 0, "reason": "interrupted"}
     exits: dict[str, int] = {}
     try:
+        started_here = not ray.is_initialized()
+        if started_here:
+            if address is None:
+                ray.init(address="local", include_dashboard=False, logging_level=logging.ERROR)
+            else:
+                ray.init(address=address, logging_level=logging.WARNING)
+        cpus = dict.fromkeys(names, PROCESS_CPUS)
+        pg = placement_group([{"CPU": cpus[n]} for n in names], strategy="SPREAD")
         try:
             ray.get(pg.ready(), timeout=BIND_WAIT_S)
-        except ray.exceptions.GetTimeoutError:
+        except errors.GetTimeoutError:
             raise RuntimeError(
                 f"the Ray cluster cannot place {len(names)} node processes "
                 f"({sum(cpus.values()):.2f} CPUs): add nodes or CPUs") from None
@@ -263,18 +352,14 @@ def launch_on_ray(spec: DeploySpec, address: str | None = None, secure: bool = T
             extra = 1 if n in scheduled and scheduled[n].restart_round is not None else 0
             actors[n] = remote.options(
                 num_cpus=cpus[n], max_restarts=budget + extra + 1, max_task_retries=0,
-                max_concurrency=4,
+                max_concurrency=16,  # run, and update_peer calls for several moved peers
                 scheduling_strategy=PlacementGroupSchedulingStrategy(
                     pg, placement_group_bundle_index=i)).remote(role[n], n)
         base = spec.to_json()
-        bound = dict(zip(names, ray.get([actors[n].bind.remote(base, 0, secure) for n in names],
-                                        timeout=BIND_WAIT_S), strict=True))
-        endpoints = {n: bound[n]["endpoint"] for n in names}
-        public = {n: bound[n]["public_key"] for n in names} if secure else None
         incarnation = dict.fromkeys(names, 0)
-        for n in names:
-            log.event("started", node=n, incarnation=0, pid=bound[n]["pid"],
-                      endpoint=endpoints[n], ray_node=bound[n]["ray_node"])
+        endpoints: dict[str, str] = {}
+        public: dict[str, str] | None = {} if secure else None
+        restarts: dict[str, int] = {}
 
         def current() -> DeploySpec:
             security = None
@@ -287,98 +372,250 @@ def launch_on_ray(spec: DeploySpec, address: str | None = None, secure: bool = T
             final.write(out / "deploy.json")
             return final.to_json()
 
-        running: dict[Any, str] = {}
-        final = record(current())
-        # every node holds the whole spec before any sends: then they run
-        ray.get([actors[n].configure.remote(final, dict(incarnation)) for n in names],
-                timeout=BIND_WAIT_S)
-        for n in ["grid", *spec.agents, "market"]:  # the market last: it starts the clock
-            running[actors[n].run.remote(0)] = n
-        restarts: dict[str, int] = {}
-        waiting: set[str] = set()  # crashed on purpose, back at their restart round
-        down: set[str] = set()  # dead for good (or until the run's end)
-
-        def restart(n: str, finish: bool = False) -> bool:
-            """A new incarnation of ``n``: bound, announced to its peers, run."""
-            k = incarnation[n] + 1
-            give_up_at = time.monotonic() + BIND_WAIT_S
-            while True:  # Ray restarts the process (on another node if its node is gone)
-                try:
-                    info = ray.get(actors[n].bind.remote(base, k, secure), timeout=BIND_WAIT_S)
-                    break
-                except ray.exceptions.ActorUnavailableError as err:
-                    if time.monotonic() < give_up_at:
-                        time.sleep(0.2)
-                        continue
-                    why = err
-                except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as err:
-                    why = err
-                log.event("gave_up", node=n, reason=f"{type(why).__name__}: {str(why)[:300]}")
-                down.add(n)
+        def spend(n: str, why: str) -> bool:
+            """``n``'s process died (again): False once its restart budget is spent."""
+            restarts[n] = restarts.get(n, 0) + 1
+            if restarts[n] > budget:
+                log.event("gave_up", node=n, restarts=restarts[n] - 1, reason=why)
                 return False
-            incarnation[n] = k
+            return True
+
+        def took(n: str, k: int, info: dict[str, Any], finish: bool = False) -> None:
             endpoints[n] = info["endpoint"]
             if public is not None:
                 public[n] = info["public_key"]
-            log.event("started", node=n, incarnation=k, pid=info["pid"], endpoint=info["endpoint"],
-                      ray_node=info["ray_node"], finish=finish)
-            final = record(current())
-            try:  # itself first: its peers connect as soon as they are told
-                ray.get(actors[n].configure.remote(final, dict(incarnation)),
-                        timeout=BIND_WAIT_S)
-            except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError) as err:
-                log.event("gave_up", node=n, reason=f"{type(err).__name__}: {str(err)[:300]}")
-                down.add(n)
-                return False
-            peers = [p for p in running.values() if p != n]
-            refs = [actors[p].update_peer.remote(n, k, info["endpoint"], info["public_key"])
-                    for p in peers]
-            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=UPDATE_WAIT_S)
-            applied = 0
+            log.event("started", node=n, incarnation=k, pid=info["pid"],
+                      endpoint=info["endpoint"], ray_node=info["ray_node"], finish=finish)
+
+        # start-up: every node bound, then every node holds the whole spec; one that dies
+        # on the way is bound again (its restart budget permitting), and all configured
+        # again with its new endpoint
+        unbound = list(names)
+        start_by = time.monotonic() + BIND_WAIT_S
+        while unbound:
+            if time.monotonic() > start_by:
+                raise RuntimeError(f"{', '.join(unbound)} did not start within "
+                                   f"{BIND_WAIT_S:.0f} s")
+            calls = {actors[n].bind.remote(base, 0, secure): n for n in unbound}
+            left = max(start_by - time.monotonic(), 0.0)
+            ready, _ = ray.wait(list(calls), num_returns=len(calls), timeout=left)
+            if len(ready) < len(calls):
+                late = sorted(calls[r] for r in calls if r not in ready)
+                raise RuntimeError(f"{', '.join(late)} did not start within {BIND_WAIT_S:.0f} s")
+            unbound = []
             for ref in ready:
-                with contextlib.suppress(ray.exceptions.RayError):
-                    applied += bool(ray.get(ref))
-            log.event("moved", node=n, incarnation=k, endpoint=info["endpoint"],
-                      peers_told=applied, peers=len(peers))
-            running[actors[n].run.remote(k, finish)] = n
-            return True
+                n = calls[ref]
+                try:
+                    took(n, 0, ray.get(ref))
+                except errors.ActorUnavailableError:
+                    unbound.append(n)  # Ray is restarting it
+                except errors.RayActorError as err:
+                    if not spend(n, _why(err)):
+                        raise RuntimeError(f"{n} could not be started: {_why(err)}") from None
+                    unbound.append(n)
+            if unbound:
+                time.sleep(0.2)
+                continue
+            final = record(current())
+            calls = {actors[n].configure.remote(final, dict(incarnation)): n for n in names}
+            left = max(start_by - time.monotonic(), 0.0)
+            ready, _ = ray.wait(list(calls), num_returns=len(calls), timeout=left)
+            if len(ready) < len(calls):
+                late = sorted(calls[r] for r in calls if r not in ready)
+                raise RuntimeError(f"{', '.join(late)} did not start within {BIND_WAIT_S:.0f} s")
+            for ref in ready:
+                n = calls[ref]
+                try:
+                    ray.get(ref)
+                except errors.ActorUnavailableError:
+                    unbound.append(n)
+                except errors.RayActorError as err:  # died between bind and configure
+                    log.event("died", node=n, incarnation=0, exit_code=-1, reason=_why(err))
+                    if not spend(n, _why(err)):
+                        raise RuntimeError(f"{n} could not be started: {_why(err)}") from None
+                    unbound.append(n)
+            if unbound:
+                time.sleep(0.2)
+
+        running: dict[Any, tuple[str, int, bool]] = {}  # run call -> (node, incarnation, finish)
+        for n in ["grid", *spec.agents, "market"]:  # the market last: it starts the clock
+            running[actors[n].run.remote(0)] = (n, 0, False)
+        restarting: dict[str, _Restart] = {}
+        waiting: set[str] = set()  # crashed on purpose, back at their restart round
+        down: set[str] = set()  # dead for good (or until the run's end)
+        finished: set[str] = set()  # agents whose ``finish`` run is done
+        state = {"market_done": False}
 
         def rounds_done() -> int:
             return count_rows(out / "market.jsonl")
 
+        def restart(n: str, finish: bool = False) -> None:
+            """Begin a new incarnation of ``n`` (Ray restarts the process, on another node
+            if its node is gone); ``advance`` takes it on from there."""
+            restarting[n] = _Restart(n, incarnation[n] + 1, finish)
+
+        def give_up(r: _Restart, why: str) -> None:
+            log.event("gave_up", node=r.name, reason=why[:300])
+            restarting.pop(r.name, None)
+            down.add(r.name)
+            if r.name == "market":
+                state["market_done"] = True
+
+        def died_again(r: _Restart, err: BaseException) -> None:
+            """Its process died between ``bind`` and ``run``: bind again while the
+            budget lasts."""
+            now = time.monotonic()
+            if isinstance(err, errors.ActorUnavailableError):  # being restarted by Ray
+                if now > r.give_up_at:
+                    give_up(r, f"not back within {BIND_WAIT_S:.0f} s: {_why(err)}")
+                else:
+                    r.stage, r.ref, r.not_before = "bind", None, now + 0.2
+                return
+            log.event("died", node=r.name, incarnation=r.k, exit_code=-1, stage=r.stage,
+                      reason=_why(err))
+            if not spend(r.name, _why(err)):
+                give_up(r, _why(err))
+                return
+            r.stage, r.ref, r.not_before = "bind", None, now + 0.2
+            r.asked, r.told = {}, set()
+            r.k = max(r.k, incarnation[r.name]) + 1
+            r.give_up_at = now + BIND_WAIT_S
+
+        def peers_of(n: str) -> set[str]:
+            """Nodes that hold a spec and may run: those running, and those restarting
+            that are already configured (a node still to bind is configured from the
+            current spec)."""
+            peers = {m for m, _, _ in running.values()}
+            peers |= {m for m, r in restarting.items() if r.stage in ("configure", "update")}
+            return peers - {n}
+
+        def launch_run(r: _Restart) -> None:
+            n = r.name
+            if state["market_done"] and role[n] == "prosumer":
+                r.finish = True  # no market to serve: book what remains
+            if not r.finish:
+                missed = sorted(set(r.asked.values()))
+                log.event("moved", node=n, incarnation=r.k, endpoint=r.info["endpoint"],
+                          peers_told=len(r.told), peers=len(r.told) + len(missed),
+                          missed=missed)
+            running[actors[n].run.remote(r.k, r.finish)] = (n, r.k, r.finish)
+            restarting.pop(n, None)
+
+        def advance(r: _Restart) -> None:
+            n, now = r.name, time.monotonic()
+            if r.stage == "bind":
+                if r.ref is None:
+                    if now >= r.not_before:
+                        r.ref = actors[n].bind.remote(base, r.k, secure)
+                    return
+                if not _ready(r.ref):
+                    if now > r.give_up_at:
+                        give_up(r, f"bind did not return within {BIND_WAIT_S:.0f} s")
+                    return
+                try:
+                    r.info = ray.get(r.ref)
+                except errors.RayError as err:
+                    died_again(r, err)
+                    return
+                incarnation[n] = r.k
+                took(n, r.k, r.info, r.finish)
+                final = record(current())
+                # itself first: its peers connect as soon as they are told
+                r.ref, r.stage = actors[n].configure.remote(final, dict(incarnation)), "configure"
+                r.give_up_at = now + BIND_WAIT_S
+            elif r.stage == "configure":
+                if not _ready(r.ref):
+                    if now > r.give_up_at:
+                        give_up(r, f"configure did not return within {BIND_WAIT_S:.0f} s")
+                    return
+                try:
+                    ray.get(r.ref)
+                except errors.RayError as err:
+                    died_again(r, err)
+                    return
+                if r.finish or state["market_done"]:
+                    launch_run(r)
+                    return
+                r.asked = {actors[p].update_peer.remote(n, r.k, r.info["endpoint"],
+                                                        r.info["public_key"]): p
+                           for p in peers_of(n)}
+                r.stage, r.give_up_at = "update", now + BIND_WAIT_S
+            if r.stage == "update":
+                if r.asked:
+                    done, _ = ray.wait(list(r.asked), num_returns=len(r.asked), timeout=0)
+                    for ref in done:
+                        p = r.asked.pop(ref)
+                        try:
+                            applied = ray.get(ref)
+                        except errors.RayError:
+                            continue  # died: configured from the current spec when back
+                        if applied:
+                            r.told.add(p)
+                        elif p in peers_of(n) and incarnation[n] == r.k:
+                            # its loop did not take it within UPDATE_WAIT_S: ask again
+                            r.asked[actors[p].update_peer.remote(
+                                n, r.k, r.info["endpoint"], r.info["public_key"])] = p
+                    # a peer no longer running needs no telling
+                    alive = peers_of(n)
+                    r.asked = {ref: p for ref, p in r.asked.items() if p in alive}
+                # while the market itself is coming back, a node waits for it: its hello
+                # must reach the market's new incarnation, not the lost one's address
+                held = n != "market" and "market" in restarting
+                if state["market_done"] or now > r.give_up_at or not (r.asked or held):
+                    launch_run(r)
+
+        def poll() -> list[tuple[str, int, bool, str | None, int, str]]:
+            """Runs that ended: (node, incarnation, finish, exit reason or None, code, why);
+            restarts moved on."""
+            ended = []
+            if running:
+                ready, _ = ray.wait(list(running), num_returns=len(running), timeout=0.1)
+            else:
+                ready = []
+                time.sleep(0.1)
+            for ref in ready:
+                n, k, fin = running.pop(ref)
+                try:
+                    reason = ray.get(ref)
+                    ended.append((n, k, fin, str(reason), 0, ""))
+                except errors.RayActorError as err:
+                    ended.append((n, k, fin, None, -1, _why(err)))
+                except errors.RayTaskError as err:
+                    ended.append((n, k, fin, None, 1, _why(err)))
+            for r in list(restarting.values()):
+                advance(r)
+            return ended
+
         deadline = time.monotonic() + timeout_s
-        market_done = False
-        while not market_done:
+        while not state["market_done"]:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"deployment did not finish within {timeout_s:.0f} s")
-            ready, _ = ray.wait(list(running), num_returns=1, timeout=0.2)
-            for ref in ready:
-                n = running.pop(ref)
-                try:
-                    exits[n] = ray.get(ref)
+            for n, k, _, reason, code, why in poll():
+                if code == 0 and (n == "market" or reason != "market_silent"):
+                    exits[n] = 0
                     if n == "market":
-                        market_done = True
+                        state["market_done"] = True
                     continue
-                except ray.exceptions.RayActorError as err:
-                    code, why = -1, f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
-                except ray.exceptions.RayTaskError as err:
-                    code, why = 1, f"{type(err.cause).__name__}: {str(err.cause)[:300]}"
-                exits[f"{n}#{incarnation[n]}"] = code
-                log.event("died", node=n, incarnation=incarnation[n], exit_code=code,
-                          reason=why, rounds_done=rounds_done())
-                k = scheduled.get(n)
-                if k is not None and incarnation[n] == 0 and rounds_done() >= k.at_round:
-                    (waiting if k.restart_round is not None else down).add(n)
+                if code == 0:
+                    # its market fell silent (lost, not yet back): serve the market's next
+                    # incarnation (no restart spent: the process is alive)
+                    exits[f"{n}#{k}"] = 0
+                    log.event("silent", node=n, incarnation=k, rounds_done=rounds_done())
+                    restart(n)  # after the market's end: its ``finish`` run
                     continue
-                restarts[n] = restarts.get(n, 0) + 1
-                if restarts[n] > budget:
-                    log.event("gave_up", node=n, restarts=restarts[n] - 1)
+                exits[f"{n}#{k}"] = code
+                log.event("died", node=n, incarnation=k, exit_code=code, reason=why,
+                          rounds_done=rounds_done())
+                sk = scheduled.get(n)
+                if sk is not None and k == 0 and rounds_done() >= sk.at_round:
+                    (waiting if sk.restart_round is not None else down).add(n)
+                    continue
+                if not spend(n, why):
                     down.add(n)
                     if n == "market":
-                        market_done = True
+                        state["market_done"] = True
                     continue
-                if not restart(n) and n == "market":
-                    market_done = True
+                restart(n)
             for n in sorted(waiting):
                 if rounds_done() >= scheduled[n].restart_round:
                     waiting.discard(n)
@@ -388,37 +625,75 @@ def launch_on_ray(spec: DeploySpec, address: str | None = None, secure: bool = T
             status["reason"] = "market could not be restarted"
         else:
             status["reason"] = "finished"
-            # the market sent everyone "stop": give them a shared grace period
-            ready, _ = ray.wait(list(running), num_returns=len(running), timeout=10.0)
-            for ref in ready:
-                n = running.pop(ref)
-                try:
-                    exits[n] = ray.get(ref)
-                except ray.exceptions.RayError:
-                    exits[f"{n}#{incarnation[n]}"] = -1
+            # the market sent everyone "stop": a shared grace period. A restart under way
+            # ends in a ``finish`` run (prosumers; the grid's is dropped); a run still going
+            # after the grace, or that ended without "stop", is down: its process is
+            # restarted and its ``finish`` run books what remains from its checkpoint and
+            # the market's ledger. Every (episode, round, agent) once, as locally.
+            for n in list(restarting):
+                if role[n] == "prosumer":
+                    restarting[n].finish = True
+                else:
+                    del restarting[n]
+            grace_at = time.monotonic() + 10.0
+            end_by = grace_at + BIND_WAIT_S + 60.0
+            killed: set[str] = set()
+            stopped = False
+            tried: set[str] = set()  # agents given their ``finish`` run (one each)
+            while True:
+                now = time.monotonic()
+                for n, k, fin, reason, code, why in poll():
+                    if fin:
+                        if code == 0:
+                            exits[n] = 0
+                            finished.add(n)
+                        else:
+                            exits[f"{n}#{k}"] = code
+                            log.event("died", node=n, incarnation=k, exit_code=code,
+                                      reason=why, finish=True)
+                            if spend(n, why):
+                                restart(n, finish=True)
+                            else:
+                                finished.add(n)  # nothing more to try
+                        continue
+                    if code == 0 and reason == "stop":
+                        exits[n] = 0
+                        continue
+                    exits[f"{n}#{k}"] = code if n not in killed else -1
+                    log.event("died" if code else "silent", node=n, incarnation=k,
+                              exit_code=code, after_market=True,
+                              reason=why or f"exited {reason} after the market ended")
                     down.add(n)
-            # agents down at the end book their remaining rounds from their checkpoint
-            # and the market's ledger
-            for n in sorted(down | waiting):
-                if role[n] != "prosumer":
-                    continue
-                if restart(n, finish=True):
-                    ref = next(r for r, m in running.items() if m == n)
-                    try:
-                        exits[n] = ray.get(ref, timeout=60)
-                    except ray.exceptions.RayError as err:
-                        exits[f"{n}#{incarnation[n]}"] = -1
-                        log.event("died", node=n, incarnation=incarnation[n], exit_code=-1,
-                                  reason=str(err).splitlines()[0][:300])
-                    running.pop(ref, None)
+                if now >= grace_at and not stopped:
+                    stopped = True
+                    for n, _, fin in running.values():
+                        if not fin:
+                            killed.add(n)
+                            log.event("stopping", node=n, reason="still running after the "
+                                      "market's end and the grace period")
+                            with contextlib.suppress(Exception):
+                                ray.kill(actors[n], no_restart=False)  # Ray brings it back
+                busy = {m for m, _, _ in running.values()} | set(restarting)
+                for n in sorted(down | waiting):
+                    if role[n] == "prosumer" and n not in tried | finished | busy:
+                        tried.add(n)
+                        restart(n, finish=True)
+                if not running and not restarting:
+                    break
+                if now > end_by:
+                    log.event("gave_up", reason="finish runs not done",
+                              nodes=sorted({m for m, _, _ in running.values()} | set(restarting)))
+                    break
     finally:
         for a in actors.values():
             with contextlib.suppress(Exception):
                 ray.kill(a, no_restart=True)
-        with contextlib.suppress(Exception):
-            remove_placement_group(pg)
+        if pg is not None:
+            with contextlib.suppress(Exception):
+                remove_placement_group(pg)
         if started_here:
-            ray.shutdown()
+            with contextlib.suppress(Exception):
+                ray.shutdown()
         finish_status(status, spec, count_rows(out / "market.jsonl"))
         log.event("end", **status)
         log.close()
