@@ -5,6 +5,8 @@ the OS picks (the ephemeral range), none of the fixed ones other tests use."""
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import threading
 import time
@@ -83,9 +85,9 @@ def test_a_peer_that_moves_is_reached_at_its_new_address_with_its_new_key(tmp_pa
         b.close()
 
 
-@pytest.fixture()
-def three_nodes():
-    """An emulated cluster: a head and two workers, one logical CPU each; the loss of a
+@contextlib.contextmanager
+def _emulated_cluster(head_cpus: int):
+    """A head and two workers of one logical CPU each on this machine; the loss of a
     node is noticed within ~2 s (the defaults take ~30 s)."""
     ray = pytest.importorskip("ray")
     from ray.cluster_utils import Cluster
@@ -93,7 +95,7 @@ def three_nodes():
     fast = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500,
             "health_check_failure_threshold": 3}
     cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 1, "include_dashboard": False, "_system_config": fast})
+        "num_cpus": head_cpus, "include_dashboard": False, "_system_config": fast})
     workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
     ray.init(address=cluster.address, logging_level="ERROR")
     try:
@@ -101,6 +103,13 @@ def three_nodes():
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+@pytest.fixture()
+def three_nodes():
+    """An emulated cluster whose head takes node processes too."""
+    with _emulated_cluster(head_cpus=1) as nodes:
+        yield nodes
 
 
 def _placement(out: Path) -> dict[str, str]:
@@ -264,21 +273,9 @@ def test_a_node_actor_applies_peer_updates_newest_incarnation_first(monkeypatch)
 @pytest.fixture()
 def two_workers():
     """An emulated cluster whose head runs no node process (the driver is there), so
-    any worker, the market's included, may be removed; losses noticed within ~2 s."""
-    ray = pytest.importorskip("ray")
-    from ray.cluster_utils import Cluster
-
-    fast = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500,
-            "health_check_failure_threshold": 3}
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 0, "include_dashboard": False, "_system_config": fast})
-    workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
-    ray.init(address=cluster.address, logging_level="ERROR")
-    try:
-        yield cluster, workers
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
+    any worker, the market's included, may be removed."""
+    with _emulated_cluster(head_cpus=0) as nodes:
+        yield nodes
 
 
 @pytest.mark.slow  # ~70 s
