@@ -15,6 +15,7 @@ import os
 import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import zmq
@@ -41,10 +42,27 @@ class NodeKeys:
     """Node name -> public key (z85), this node's included: the allow-list."""
 
     def name_of(self, public_z85: bytes) -> str | None:
+        return self._names.get(public_z85)
+
+    @cached_property
+    def _names(self) -> dict[bytes, str]:
+        names: dict[bytes, str] = {}
         for name, key in self.peers.items():
-            if key == public_z85:
-                return name
-        return None
+            names.setdefault(key, name)
+        return names
+
+    @cached_property
+    def user_ids(self) -> dict[str, str]:
+        """ZAP ``User-Id`` -> node name, for each node's key on the list now
+        (``user_id``): what a node looks a message's connection up in."""
+        return {user_id(name, key): name for name, key in self.peers.items()}
+
+
+def user_id(name: str, public_z85: bytes) -> str:
+    """The ZAP ``User-Id`` of a connection that ``name``'s key opened (comms.node): the
+    name and the key (z85), so a message says which key its connection was opened with
+    and is accepted only while that is still the name's key."""
+    return f"{name} {public_z85.decode('ascii')}"
 
 
 def secret_path(key_dir: Path, name: str) -> Path:

@@ -10,25 +10,30 @@ run on one machine or many.
 
 Links are authenticated and encrypted with CURVE (``keys`` given): the inbox is a CURVE
 server whose ZAP handler accepts a connection only from a public key of this deployment
-(``deploy.json``'s allow-list) and names it by that key, so the sender of a message is
-the node whose key opened the connection (ZeroMQ's ``User-Id``), never a field it
-writes; a header naming anyone else is refused. Without keys (``--insecure``) the sender
-is the routing id the peer chose itself: anyone who reaches the port can speak for
-anyone, and the node says so in its log. Every message carries the sender's sequence
-number (its start time and a count, assigned as it goes onto the socket), judged per
-connection: an old or replayed one is refused. Under CURVE a connection is a session
-only its key's owner can open, so a restarted node (a new connection) starts a new
-sequence whatever its clock says; with ``--insecure`` the routing id names the
-connection, and a restart must start later than the last message (its start time). Who may send what to whom is ``comms.messages.ROUTES``.
+(``deploy.json``'s allow-list) and names it by that key (ZeroMQ's ``User-Id``, set once
+per connection: the key's node and the key itself), so the sender of a message is the
+node whose key opened the connection, never a field it writes, and only while that key
+is still the node's: once ``set_peers`` gives a node a new key (a restart), a connection
+its old key opened stays open (ZeroMQ cannot close one peer of a ROUTER) but every
+message on it is refused (``revoked key``). A header naming anyone else is refused.
+Without keys (``--insecure``) the sender is the routing id the peer chose itself: anyone
+who reaches the port can speak for anyone, and the node says so in its log. Every
+message carries the sender's sequence number (its start time and a count, assigned as it
+goes onto the socket), judged per connection: an old or replayed one is refused. Under
+CURVE a connection is a session only its key's owner can open, so a restarted node (a
+new connection) starts a new sequence whatever its clock says; with ``--insecure`` the
+routing id names the connection, and a restart must start later than the last message
+(its start time). Who may send what to whom is ``comms.messages.ROUTES``.
 
 Whatever arrives is decoded by ``comms.wire``. Refused (with a reason): garbage, a
 message larger than ``MAX_MESSAGE_BYTES`` (ZeroMQ drops it at the socket, unread), a
 foreign scenario, a sender that is not a node of this deployment or not the connection
-it came on, a message its sender's role may not send, a failed handshake (no key, or
-a key not on the list). Dropped as duplicates: a second copy of a message that must not be applied
-twice, remembered per sender for the last ``DUPLICATE_WINDOW`` rounds only. Resources
-stay bounded under any flood: counters are per known peer, the first few refusals of a
-round are logged in full and the rest counted per reason, once per round.
+it came on, a connection opened with a key its node no longer has (revoked), a message
+its sender's role may not send, a failed handshake (no key, or a key not on the list).
+Dropped as duplicates: a second copy of a message that must not be applied twice,
+remembered per sender for the last ``DUPLICATE_WINDOW`` rounds only. Resources stay
+bounded under any flood: counters are per known peer, the first few refusals of a round
+are logged in full and the rest counted per reason, once per round.
 
 Heartbeats: every node tells the market it is alive every ``heartbeat_s`` and the market
 tells every node; ``silent_for(peer)`` is what liveness is judged on (the receiver's own
@@ -52,7 +57,7 @@ from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
 from zmq.utils.monitor import recv_monitor_message
 
-from peergrid.comms.keys import NodeKeys
+from peergrid.comms.keys import NodeKeys, user_id
 from peergrid.comms.links import LinkModel, LinkStats, Outbox
 from peergrid.comms.messages import Heartbeat, Message, route_problem
 from peergrid.comms.wire import MAX_MESSAGE_BYTES, Header, WireError, decode, encode
@@ -76,14 +81,17 @@ _HANDSHAKE_EVENTS = {
 
 class _Authenticator(ThreadAuthenticator):
     """ZAP for one node: a connection is accepted only with a key of this deployment,
-    and every message it carries is attributed to that key's node."""
+    and every message it carries names that key's node and the key (``keys.user_id``);
+    ``Node`` accepts it while the key is still that node's."""
 
     def __init__(self, ctx: zmq.Context, keys: NodeKeys) -> None:
         super().__init__(ctx)
         self.keys = keys
 
-    def curve_user_id(self, client_public_key: bytes) -> str:
-        return self.keys.name_of(z85.encode(client_public_key)) or ""
+    def curve_user_id(self, client_public_key: bytes) -> str:  # once per connection
+        key = z85.encode(client_public_key)
+        name = self.keys.name_of(key)
+        return "" if name is None else user_id(name, key)
 
     def callback(self, domain: str, key: bytes) -> bool:  # the credentials provider
         return self.keys.name_of(key) is not None
@@ -295,7 +303,10 @@ class Node:
         """Peers now at these endpoints (with these keys, under CURVE): a peer restarted
         on another host (comms.raylaunch). The connection to a peer that moved is closed
         and the next message opens one to its new address; only the new key can accept
-        it (it is the connection's server key) or speak for that peer (the allow-list).
+        it (it is the connection's server key) or speak for that peer (the allow-list):
+        a connection its old key opened to this inbox before (its old incarnation, if
+        still alive) stays open, as ZeroMQ cannot close one peer of a ROUTER, but from
+        now on every message on it is refused (``revoked key``), unread ones included.
         No message kind moves a peer: this is called by whoever started the node, from
         the node's own thread (ZeroMQ sockets are not thread-safe)."""
         changed = []
@@ -373,22 +384,37 @@ class Node:
                 self.refusals.add(self.global_round, "(handshake)", reason,
                                   errno=event.get("value"))
 
-    def _sender(self, frames: list[zmq.Frame]) -> str:
-        """Who sent it: the key's node under CURVE, else the routing id it chose."""
+    def _sender(self, frames: list[zmq.Frame]) -> tuple[str, str | None]:
+        """Who sent it, and why not if its key was revoked: under CURVE the node whose
+        key opened the connection, while that is still its key (the connection's
+        ``User-Id`` is the node and the key, looked up in the allow-list as it is now);
+        without keys the routing id the sender chose."""
         if self.keys is None:
-            return frames[0].bytes.decode("utf-8", "replace")
+            return frames[0].bytes.decode("utf-8", "replace"), None
         try:
-            return frames[1].get("User-Id") if len(frames) > 1 else ""
+            uid = frames[1].get("User-Id") if len(frames) > 1 else ""
         except zmq.ZMQError:  # no metadata: not from an authenticated connection
-            return ""
+            return "", None
+        name = self.keys.user_ids.get(uid)
+        if name is not None:
+            return name, None
+        name, _, key = uid.rpartition(" ")  # a z85 key has no space
+        if not key:
+            return uid, None
+        return name, (f"revoked key: {key[:8]}... is no longer {name}'s key (the connection "
+                      "was opened before set_peers replaced it)")
 
     def _accept(self, frames: list[zmq.Frame]) -> tuple[Header, Message] | None:
-        identity = self._sender(frames) if frames else "?"
+        identity, revoked = self._sender(frames) if frames else ("?", None)
         st = self._stats(identity)
         k = self.global_round
         if len(frames) != 3:
             st.rejected += 1
             self.refusals.add(k, identity, f"frames: {len(frames) - 1}, expected 2")
+            return None
+        if revoked is not None:
+            st.rejected += 1
+            self.refusals.add(k, identity, revoked)
             return None
         if identity not in self.endpoints:
             st.rejected += 1

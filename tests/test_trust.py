@@ -182,6 +182,70 @@ def test_nobody_speaks_for_a_node_that_is_down(keyring, tmp_path):
     assert got == [] and _refusals(tmp_path / "m.jsonl") == {"spoofed sender": 1}
 
 
+def test_a_replaced_key_no_longer_speaks_on_the_connection_it_had_opened(tmp_path,
+                                                                        monkeypatch):
+    """a01 restarts with a new key pair while its old incarnation lives on (a Ray node
+    thought lost): once the market is told the new key (set_peers), what the old one
+    sends on the connection it opened before is refused, and the new key is heard."""
+    # one context per node, as in separate processes (one ZAP handler per context)
+    monkeypatch.setattr(zmq.Context, "instance", classmethod(lambda cls: cls()))
+    m_pair, k1, k2 = zmq.curve_keypair(), zmq.curve_keypair(), zmq.curve_keypair()
+
+    def node(name, pair, peers, endpoints, log):
+        return Node(name, "s", endpoints, LinkModel(name, None), NodeLog(log),
+                    keys=K.NodeKeys(name, pair[0], pair[1], peers))
+
+    log = tmp_path / "market.jsonl"
+    market = node("market", m_pair, {"market": m_pair[0], "a01": k1[0]},
+                  {"market": "tcp://127.0.0.1:*", "a01": "tcp://127.0.0.1:1"}, log)
+    m_ep = market.endpoints["market"] = market.inbox.getsockopt_string(zmq.LAST_ENDPOINT)
+    old = node("a01", k1, {"market": m_pair[0], "a01": k1[0]},
+               {"market": m_ep, "a01": "tcp://127.0.0.1:*"}, tmp_path / "a01.jsonl")
+    new = None
+
+    def heard(timeout_s: float = 5.0, refused: int | None = None) -> list:
+        """What the market accepts, until something is (or ``refused`` refusals)."""
+        got, end = [], time.monotonic() + timeout_s
+        while not got and time.monotonic() < end:
+            got = market.receive(0.05)
+            if refused is not None and market.refusals.total >= refused:
+                break
+        return [(h.sender, m.k) for h, m in got]
+
+    try:
+        assert old.send("market", RoundDone(0), 0, 0)
+        assert heard() == [("a01", 0)]
+        # a01 restarts: a new key pair, a new port; the market is told, the old
+        # incarnation is not (its connection to the market stays open)
+        new = node("a01", k2, {"market": m_pair[0], "a01": k2[0]},
+                   {"market": m_ep, "a01": "tcp://127.0.0.1:*"}, tmp_path / "a01b.jsonl")
+        new_ep = new.inbox.getsockopt_string(zmq.LAST_ENDPOINT)
+        market.set_peers({"market": m_ep, "a01": new_ep},
+                         {"market": m_pair[0], "a01": k2[0]})
+        assert old.send("market", RoundDone(1), 0, 1)
+        assert heard(refused=1) == []
+        assert market.refusals.total == 1  # it arrived, and was refused
+        assert new.send("market", RoundDone(2), 0, 2)
+        assert heard() == [("a01", 2)]  # the new key speaks for a01
+        # the old connection is not made good by the new one's arrival
+        assert old.send("market", RoundDone(3), 0, 3)
+        assert heard(refused=2) == []
+        assert market.refusals.total == 2
+        assert market.outbox.stats["a01"].rejected == 2
+        assert market.outbox.stats["a01"].received == 2
+    finally:
+        market.close()
+        old.close()
+        if new is not None:
+            new.close()
+    rejected = [e for e in _events(log) if e["event"] == "rejected"]
+    assert [e["peer"] for e in rejected] == ["a01", "a01"]
+    assert all(e["reason"].startswith(f"revoked key: {k1[0][:8].decode()}... is no "
+                                      "longer a01's key") for e in rejected)
+    assert _refusals(log) == {"revoked key": 2}
+    assert [e["changed"] for e in _events(log) if e["event"] == "peers"] == [["a01"]]
+
+
 def test_a_secret_key_readable_by_others_or_of_another_node_is_refused(tmp_path):
     public = K.new_pairs(tmp_path / "k", ["a01", "a02"])
     secret = K.secret_path(tmp_path / "k", "a01")
