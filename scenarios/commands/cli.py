@@ -639,7 +639,7 @@ def _user_error(err: BaseException) -> bool:
         "peergrid.comms.keys": ("KeyFileError",),
         "peergrid.comms.runlog": ("ParquetUnavailable",),
         "peergrid.scenarios.commands.compare": ("CompareError",),
-        "peergrid.scenarios.commands.raysweep": ("RayUnavailable",),
+        "peergrid.comms.raycluster": ("RayUnavailable", "RayClusterMismatch"),
     }
     return any(isinstance(err, getattr(sys.modules[module], name))
                for module, names in user_errors.items() if module in sys.modules

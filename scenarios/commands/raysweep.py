@@ -16,13 +16,13 @@ result was lost. On a cluster, the experiment directory must be on storage every
 sees at the same path (the driver reads the runs' results from it), and peergrid must be
 installed on every node.
 
-Ray is an optional dependency (``pip install 'peergrid[cluster]'``), imported only here.
+Ray is an optional dependency (``pip install 'peergrid[cluster]'``), imported only here
+and in ``comms.raycluster`` (which joins or starts the Ray instance).
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import shutil
 import time
@@ -32,25 +32,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from peergrid.comms.raycluster import RayUnavailable as RayUnavailable  # re-exported
+from peergrid.comms.raycluster import init_ray, require_ray
 from peergrid.scenarios.commands.experiment import TrainingJob, finished_wall_s
 
 RETRIES = 3
 """Attempts after the first when a worker process or node is lost (not on an error a run
 raises: a run is deterministic, so it would raise again)."""
 STAGING = ".{name}.attempt-"
-
-
-class RayUnavailable(ImportError):
-    """``--engine ray`` without Ray installed."""
-
-
-def require_ray() -> Any:
-    """The ``ray`` module, or one line saying how to install it."""
-    try:
-        import ray
-    except ImportError:
-        raise RayUnavailable("--engine ray needs Ray: pip install 'peergrid[cluster]'") from None
-    return ray
 
 
 def train_attempt(job: TrainingJob) -> float:
@@ -91,22 +80,18 @@ def run_on_ray(jobs: list[TrainingJob], workers: int, progress: bool, desc: str,
     """Every job as a Ray task; wall seconds per job's output directory (keyed as the
     jobs name them). ``address=None`` starts a local instance of ``workers`` CPUs and
     stops it at the end; an address joins that cluster. A Ray already initialised in
-    this process is used as it is. ``attempt`` is what each task runs (tests pass one
+    this process is used as it is, if ``address`` is None or names its cluster
+    (``comms.raycluster.init_ray``). ``attempt`` is what each task runs (tests pass one
     that dies)."""
     if not jobs:
         return {}
     ray = require_ray()
-    started_here = not ray.is_initialized()
+    started_here = False
     pending: dict[Any, TrainingJob] = {}
     bar = None
     walls: dict[str, float] = {}
     try:  # from the start: a failure after ray.init still shuts down what it started
-        if started_here:
-            if address is None:  # "local": never a cluster found by chance on this host
-                ray.init(address="local", num_cpus=workers, include_dashboard=False,
-                         logging_level=logging.ERROR)
-            else:  # its warnings (authentication, versions) are the user's to read
-                ray.init(address=address, logging_level=logging.WARNING)
+        started_here = init_ray(address, num_cpus=workers)
         task = ray.remote(num_cpus=1, max_retries=RETRIES)(attempt)
         # absolute: a cluster's workers do not share the driver's working directory
         pending = {task.remote(replace(j, out=str(Path(j.out).absolute()))): j for j in jobs}
