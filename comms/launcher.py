@@ -53,7 +53,7 @@ def run_node(role: str, name: str, config: str, incarnation: int = 0,
     elif role == "grid":
         from peergrid.comms.nodes.grid import run_grid
 
-        run_grid(spec, incarnation, key_file)
+        run_grid(spec, incarnation, key_file, finish=finish)
     elif role == "prosumer":
         from peergrid.comms.nodes.prosumer import run_prosumer
 
@@ -272,9 +272,9 @@ def launch(spec: DeploySpec, timeout_s: float = 3600.0) -> dict[str, int]:
             for p in sup.procs.values():
                 p.join(timeout=max(grace - time.monotonic(), 0.1))
             # agents down at the end book their remaining rounds from their checkpoint
-            # and the market's ledger
+            # and the market's ledger; a grid down at the end, its rounds' rows
             for name, p in list(sup.procs.items()):
-                if sup.role[name] == "prosumer" and p.exitcode not in (0, None):
+                if sup.role[name] != "market" and p.exitcode not in (0, None):
                     sup.reap(name)
                     sup.start(name, sup.incarnation[name] + 1, finish=True)
                     sup.procs[name].join(timeout=60)

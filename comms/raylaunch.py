@@ -40,9 +40,9 @@ does (their ``hello`` must reach its new address). An
 injected crash is restarted once the market has cleared the round before
 ``restart_round``. When the market ends, a restart under way ends in a ``finish`` run;
 after a shared grace of 10 s an incarnation still running is stopped (Ray restarts its
-process); and every agent down at the end, or that did not exit on the market's
-``stop``, is run once more with ``finish`` to book its remaining rounds: every
-(episode, round, agent) once.
+process); and every agent or grid down at the end, or that did not exit on the
+market's ``stop``, is run once more with ``finish`` to book its remaining rounds: every
+(episode, round, agent) once, and a grid row for every round.
 
 Who may move a peer: only the driver, through Ray's control plane (which already
 decides what code every actor runs: whoever can call an actor's methods can run code on
@@ -50,10 +50,13 @@ the cluster, so it is trusted as far as the processes themselves are). No ZeroMQ
 message changes an endpoint or a key, and a moved endpoint still has to present the key
 the driver announced, so a wrong address is at worst a lost peer, never an impostor.
 
-Files: every actor writes the run directory at the path the driver gave it, so the run
-directory must be one file system seen by every node at that path (one machine, or a
-shared mount on a cluster: docs/deploy.md). A checkpoint is only worth something if it
-survives its node: a restart on another node resumes from it.
+Files (``FILES``): an actor that sees the driver's run directory (one machine, or a
+shared mount at the same path) writes it; one that does not writes a directory of its
+own machine, seeded from the run directory when it starts, and copies every checkpoint
+with the rows it counts to the run directory (a ``RunStore`` actor on the driver's
+machine) before it sends what the checkpoint covers (comms.replica). Either way the
+run directory ends with every record and node log, and a checkpoint survives its node:
+a restart on another node resumes from it.
 
 Ray is an optional dependency (``pip install 'peergrid[cluster]'``), imported only here.
 """
@@ -62,11 +65,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
+import shutil
 import sys
+import tempfile
 import threading
 import time
+import uuid
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -74,6 +79,7 @@ from typing import Any
 from peergrid.comms.keys import NodeKeys, check_public_keys
 from peergrid.comms.launcher import count_rows, finish_status
 from peergrid.comms.node import Node, NodeLog
+from peergrid.comms.replica import LEDGER, Replica, RunStore, node_tables, seed_files
 from peergrid.comms.spec import DeploySpec, Security
 
 PROCESS_CPUS = 0.01
@@ -106,10 +112,17 @@ class NodeActor:
         """Peer -> the incarnation whose endpoint the loop has applied."""
         self._serving = False
         self._spec: DeploySpec | None = None
+        self._local: Path | None = None
+        """This machine's directory for the node's files, when it cannot see the run
+        directory (comms.replica); None: it writes the run directory itself."""
+        self._store: Any = None
 
-    def bind(self, spec_json: bytes, incarnation: int, secure: bool) -> dict[str, Any]:
+    def bind(self, spec_json: bytes, incarnation: int, secure: bool, files: str = "shared",
+             token: str = "") -> dict[str, Any]:
         """Open this incarnation's inbox on this Ray node's address (a port the OS
-        picks), with a key pair made here; its endpoint and public key."""
+        picks), with a key pair made here; its endpoint and public key, and where it
+        keeps its files (``files``: ``shared``, ``gathered``, or ``auto``: shared if this
+        machine sees the run directory, known by the driver's ``token`` in it)."""
         import ray
         import torch
         import zmq
@@ -124,6 +137,13 @@ class NodeActor:
             self._known.clear()
             self._pending.clear()
         spec = DeploySpec.from_json(spec_json)
+        self._local = None
+        if files == "gathered" or (files == "auto" and not _sees(Path(spec.out), token)):
+            # a fresh directory per incarnation: configure seeds it from the run directory
+            self._local = Path(tempfile.gettempdir()) / "peergrid-ray" / token / self.name
+            shutil.rmtree(self._local, ignore_errors=True)
+            self._local.mkdir(parents=True)
+            spec = _relocated(spec, self._local)
         ip = ray.util.get_node_ip_address()
         host = f"[{ip}]" if ":" in ip else ip
         # the peers' endpoints are not known yet: nothing is sent before ``run``
@@ -141,13 +161,18 @@ class NodeActor:
         self.node = node
         return {"endpoint": endpoint, "public_key": keys.public.decode() if keys else None,
                 "pid": os.getpid(), "ip": ip, "ray_node": ray.get_runtime_context().get_node_id(),
-                "incarnation": incarnation}
+                "incarnation": incarnation,
+                "files": "shared" if self._local is None else "gathered",
+                "local_dir": None if self._local is None else str(self._local)}
 
-    def configure(self, spec_json: bytes, incarnations: dict[str, int]) -> bool:
+    def configure(self, spec_json: bytes, incarnations: dict[str, int],
+                  seed: dict[str, bytes] | None = None, store: Any = None) -> bool:
         """Take the complete spec: every peer's endpoint and key (the allow-list), before
         this node or any peer sends a thing (a connection from a key not yet on the list
         is refused at the handshake, and not tried again). ``incarnations``: whose
-        endpoint it holds, per peer (an update queued for a later one wins)."""
+        endpoint it holds, per peer (an update queued for a later one wins). A node that
+        keeps its files here: ``seed``, what it reads from the run directory
+        (``replica.seed_files``), and ``store``, the ``RunStore`` it copies them to."""
         with self._cv:
             if self._serving:  # set_peers belongs to the node loop's thread then
                 raise RuntimeError(f"{self.name}: configure while serving (update_peer moves "
@@ -155,6 +180,10 @@ class NodeActor:
             if self.node is None:
                 raise RuntimeError(f"{self.name}: configure before bind")
             spec = DeploySpec.from_json(spec_json)
+            if self._local is not None:
+                spec = _relocated(spec, self._local)
+                _write_files(self._local, seed or {})
+                self._store = store
             keys = None
             if spec.security is not None:
                 keys = {n: k.encode("ascii") for n, k in spec.security.public_keys.items()}
@@ -170,10 +199,13 @@ class NodeActor:
             self._spec = spec
         return True
 
-    def run(self, incarnation: int, finish: bool = False) -> str:
+    def run(self, incarnation: int, finish: bool = False,
+            seed: dict[str, bytes] | None = None) -> str:
         """Serve until the market says stop (or falls silent); why the loop ended
         (``stop``, ``market_silent``, ...: the node log's ``exit`` reason; ``finished``
-        for a ``finish`` run)."""
+        for a ``finish`` run). ``seed``: files to take first (a ``finish`` run's ledger,
+        the market's final one)."""
+        import ray
         from peergrid.comms.nodes.grid import run_grid
         from peergrid.comms.nodes.market import run_market
         from peergrid.comms.nodes.prosumer import run_prosumer
@@ -181,6 +213,13 @@ class NodeActor:
         node, spec = self.node, self._spec
         if node is None or spec is None:
             raise RuntimeError(f"{self.name}: run before bind and configure")
+        replica = None
+        if self._local is not None:
+            _write_files(self._local, seed or {})
+            store = self._store
+            replica = Replica(self._local, self.name, node_tables(self.role, self.name),
+                              lambda items: ray.get(store.put.remote(items)),
+                              ledger=self.role == "market")
         reasons: list[str] = []
         event = node.log.event
 
@@ -196,15 +235,18 @@ class NodeActor:
             self._serving = True
         try:
             if self.role == "market":
-                run_market(spec, incarnation, node=node)
+                run_market(spec, incarnation, node=node, replica=replica)
             elif self.role == "grid":
-                run_grid(spec, incarnation, node=node)
+                run_grid(spec, incarnation, node=node, replica=replica, finish=finish)
             else:
-                run_prosumer(spec, self.name, incarnation, finish=finish, node=node)
+                run_prosumer(spec, self.name, incarnation, finish=finish, node=node,
+                             replica=replica)
         finally:
             with self._cv:
                 self._serving = False
                 self._cv.notify_all()
+            if replica is not None:  # the rest: the node log's last lines
+                replica.sync()
         self.node, self._spec = None, None  # closed by its loop (one that raised: by ``bind``)
         return reasons[-1] if reasons else "finished"
 
@@ -233,6 +275,13 @@ class NodeActor:
                 self._cv.wait(left)
             return True
 
+    def discard(self) -> None:
+        """Remove this machine's copy of the node's files (the run directory has them)."""
+        if self._local is not None:
+            shutil.rmtree(self._local, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                self._local.parent.rmdir()
+
     def _take_updates(self) -> None:
         """Called by the node loop's own thread, before each receive."""
         with self._cv:
@@ -252,6 +301,45 @@ class NodeActor:
             node.set_peers({**node.endpoints, **{p: u[1] for p, u in due.items()}}, keys)
             self._known.update({p: u[0] for p, u in due.items()})
         self._cv.notify_all()
+
+
+FILES = ("auto", "shared", "gathered")
+"""Where the actors write: ``shared``, the run directory itself (one machine, or a
+shared mount at the same path on every node); ``gathered``, a directory of their own
+machine, each checkpoint and the rows it covers copied to the run directory before the
+messages it covers are sent (comms.replica); ``auto``, each actor the first if it sees
+the run directory, else the second."""
+RUN_MARKER = ".ray-run"
+"""A file the driver writes into the run directory: an actor that reads the run's token
+in it sees the run directory (``files="auto"``)."""
+
+
+def _sees(out: Path, token: str) -> bool:
+    try:
+        return bool(token) and (out / RUN_MARKER).read_text() == token
+    except OSError:
+        return False
+
+
+def _relocated(spec: DeploySpec, local: Path) -> DeploySpec:
+    """``spec`` writing into ``local``: its run directory, and its policy files there."""
+    out = Path(spec.out)
+    prosumers = {}
+    for a, p in spec.prosumers.items():
+        if p.policy.file and Path(p.policy.file).is_relative_to(out):
+            p = replace(p, policy=replace(
+                p.policy, file=str(local / Path(p.policy.file).relative_to(out))))
+        prosumers[a] = p
+    return replace(spec, out=str(local), prosumers=prosumers)
+
+
+def _write_files(local: Path, files: dict[str, bytes]) -> None:
+    for rel, data in files.items():
+        path = local / rel
+        if local not in path.parents:
+            raise ValueError(f"seed: {rel!r} is not a path inside the node's directory")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
 
 
 class _RayNode(Node):
@@ -300,17 +388,24 @@ def _why(err: BaseException) -> str:
 
 
 def launch_on_ray(spec: DeploySpec, address: str | None = None, secure: bool = True,
-                  timeout_s: float = 3600.0) -> dict[str, int]:
+                  timeout_s: float = 3600.0, files: str = "auto") -> dict[str, int]:
     """Run a deployment to its end on Ray, supervising its nodes as
     ``comms.launcher.launch`` does; each incarnation's exit code (``name#i`` for one that
     died or was replaced: -1 for a process Ray lost, 1 for a node that raised, 0 for one
     that exited because its market fell silent). ``address=None`` starts a local Ray
     instance (stopped at the end); an address joins that cluster; a Ray already
-    initialised in this process is used as it is. ``secure``: CURVE on every link, each
-    actor with a key pair of its own (``spec.security`` is filled in here)."""
+    initialised in this process is used as it is if ``address`` is None or names its
+    cluster (``comms.raycluster.init_ray``). ``secure``: CURVE on every link, each
+    actor with a key pair of its own (``spec.security`` is filled in here). ``files``:
+    where the actors write (``FILES``)."""
     import ray
+    from peergrid.comms.raycluster import init_ray
     from ray.util.placement_group import placement_group, remove_placement_group
-    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+    from ray.util.scheduling_strategies import (NodeAffinitySchedulingStrategy,
+                                                PlacementGroupSchedulingStrategy)
+
+    if files not in FILES:
+        raise ValueError(f"files = {files!r}: one of {', '.join(FILES)}")
 
     errors = ray.exceptions
     out = Path(spec.out).absolute()  # the actors do not share the driver's directory
@@ -320,7 +415,9 @@ def launch_on_ray(spec: DeploySpec, address: str | None = None, secure: bool = T
     n_rounds = spec.window.n_rounds
     scheduled = {k.agent: k for k in spec.kills}
     log = NodeLog(out / "nodes" / "launcher.jsonl")
-    log.event("engine", engine="ray", address=address or "local")
+    log.event("engine", engine="ray", address=address or "local", files=files)
+    token = uuid.uuid4().hex
+    (out / RUN_MARKER).write_text(token)
     if not secure:
         warning = ("links are plain TCP (--insecure): no authentication, no encryption; "
                    "anyone who reaches the ports can speak for any node")
@@ -329,15 +426,12 @@ def launch_on_ray(spec: DeploySpec, address: str | None = None, secure: bool = T
     started_here = False
     pg = None
     actors: dict[str, Any] = {}
+    store: list[Any] = []  # the RunStore, once an actor keeps its files on its machine
+    gathered: dict[str, bool] = {}  # node -> its files on its own machine (replicated)
     status = {"complete": False, "rounds": n_rounds, "rounds_done": 0, "reason": "interrupted"}
     exits: dict[str, int] = {}
     try:
-        started_here = not ray.is_initialized()
-        if started_here:
-            if address is None:
-                ray.init(address="local", include_dashboard=False, logging_level=logging.ERROR)
-            else:
-                ray.init(address=address, logging_level=logging.WARNING)
+        started_here = init_ray(address)
         cpus = dict.fromkeys(names, PROCESS_CPUS)
         pg = placement_group([{"CPU": cpus[n]} for n in names], strategy="SPREAD")
         try:
@@ -384,8 +478,30 @@ def launch_on_ray(spec: DeploySpec, address: str | None = None, secure: bool = T
             endpoints[n] = info["endpoint"]
             if public is not None:
                 public[n] = info["public_key"]
+            gathered[n] = info["files"] == "gathered"
             log.event("started", node=n, incarnation=k, pid=info["pid"],
-                      endpoint=info["endpoint"], ray_node=info["ray_node"], finish=finish)
+                      endpoint=info["endpoint"], ray_node=info["ray_node"], finish=finish,
+                      files=info["files"], **({"local_dir": info["local_dir"]}
+                                              if info["local_dir"] else {}))
+
+        def files_of(n: str) -> tuple[dict[str, bytes] | None, Any]:
+            """``configure``'s seed and store for ``n``: what it reads from the run
+            directory, if it keeps its files on its machine."""
+            if not gathered.get(n):
+                return None, None
+            if not store:  # on the driver's machine: it writes the run directory
+                here = ray.get_runtime_context().get_node_id()
+                store.append(ray.remote(RunStore).options(
+                    num_cpus=0, max_concurrency=32, max_restarts=-1,
+                    scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False),
+                ).remote(str(out)))
+            return seed_files(out, role[n], n), store[0]
+
+        def finish_seed(n: str, finish: bool) -> dict[str, bytes] | None:
+            """A ``finish`` run on its own machine reads the market's final ledger."""
+            if finish and gathered.get(n) and (out / LEDGER).is_file():
+                return {LEDGER: (out / LEDGER).read_bytes()}
+            return None
 
         # start-up: every node bound, then every node holds the whole spec; one that dies
         # on the way is bound again (its restart budget permitting), and all configured
@@ -396,7 +512,7 @@ def launch_on_ray(spec: DeploySpec, address: str | None = None, secure: bool = T
             if time.monotonic() > start_by:
                 raise RuntimeError(f"{', '.join(unbound)} did not start within "
                                    f"{BIND_WAIT_S:.0f} s")
-            calls = {actors[n].bind.remote(base, 0, secure): n for n in unbound}
+            calls = {actors[n].bind.remote(base, 0, secure, files, token): n for n in unbound}
             left = max(start_by - time.monotonic(), 0.0)
             ready, _ = ray.wait(list(calls), num_returns=len(calls), timeout=left)
             if len(ready) < len(calls):
@@ -417,7 +533,8 @@ def launch_on_ray(spec: DeploySpec, address: str | None = None, secure: bool = T
                 time.sleep(0.2)
                 continue
             final = record(current())
-            calls = {actors[n].configure.remote(final, dict(incarnation)): n for n in names}
+            calls = {actors[n].configure.remote(final, dict(incarnation), *files_of(n)): n
+                     for n in names}
             left = max(start_by - time.monotonic(), 0.0)
             ready, _ = ray.wait(list(calls), num_returns=len(calls), timeout=left)
             if len(ready) < len(calls):
@@ -491,14 +608,17 @@ def launch_on_ray(spec: DeploySpec, address: str | None = None, secure: bool = T
 
         def launch_run(r: _Restart) -> None:
             n = r.name
-            if state["market_done"] and role[n] == "prosumer":
+            if state["market_done"]:
                 r.finish = True  # no market to serve: book what remains
-            if not r.finish:
+            if r.finish:  # books what remains from its checkpoint and the ledger
+                log.event("finishing", node=n, incarnation=r.k)
+            else:
                 missed = sorted(set(r.asked.values()))
                 log.event("moved", node=n, incarnation=r.k, endpoint=r.info["endpoint"],
                           peers_told=len(r.told), peers=len(r.told) + len(missed),
                           missed=missed)
-            running[actors[n].run.remote(r.k, r.finish)] = (n, r.k, r.finish)
+            running[actors[n].run.remote(r.k, r.finish, finish_seed(n, r.finish))] = (
+                n, r.k, r.finish)
             restarting.pop(n, None)
 
         def advance(r: _Restart) -> None:
@@ -506,7 +626,7 @@ def launch_on_ray(spec: DeploySpec, address: str | None = None, secure: bool = T
             if r.stage == "bind":
                 if r.ref is None:
                     if now >= r.not_before:
-                        r.ref = actors[n].bind.remote(base, r.k, secure)
+                        r.ref = actors[n].bind.remote(base, r.k, secure, files, token)
                     return
                 if not _ready(r.ref):
                     if now > r.give_up_at:
@@ -521,7 +641,8 @@ def launch_on_ray(spec: DeploySpec, address: str | None = None, secure: bool = T
                 took(n, r.k, r.info, r.finish)
                 final = record(current())
                 # itself first: its peers connect as soon as they are told
-                r.ref, r.stage = actors[n].configure.remote(final, dict(incarnation)), "configure"
+                r.ref = actors[n].configure.remote(final, dict(incarnation), *files_of(n))
+                r.stage = "configure"
                 r.give_up_at = now + BIND_WAIT_S
             elif r.stage == "configure":
                 if not _ready(r.ref):
@@ -626,15 +747,12 @@ def launch_on_ray(spec: DeploySpec, address: str | None = None, secure: bool = T
         else:
             status["reason"] = "finished"
             # the market sent everyone "stop": a shared grace period. A restart under way
-            # ends in a ``finish`` run (prosumers; the grid's is dropped); a run still going
-            # after the grace, or that ended without "stop", is down: its process is
-            # restarted and its ``finish`` run books what remains from its checkpoint and
-            # the market's ledger. Every (episode, round, agent) once, as locally.
+            # ends in a ``finish`` run; a run still going after the grace, or that ended
+            # without "stop", is down: its process is restarted and its ``finish`` run
+            # books what remains from its checkpoint (and a prosumer's from the market's
+            # ledger). Every (episode, round, agent) once, and every round a grid row.
             for n in list(restarting):
-                if role[n] == "prosumer":
-                    restarting[n].finish = True
-                else:
-                    del restarting[n]
+                restarting[n].finish = True
             grace_at = time.monotonic() + 10.0
             end_by = grace_at + BIND_WAIT_S + 60.0
             killed: set[str] = set()
@@ -675,7 +793,7 @@ def launch_on_ray(spec: DeploySpec, address: str | None = None, secure: bool = T
                                 ray.kill(actors[n], no_restart=False)  # Ray brings it back
                 busy = {m for m, _, _ in running.values()} | set(restarting)
                 for n in sorted(down | waiting):
-                    if role[n] == "prosumer" and n not in tried | finished | busy:
+                    if role[n] != "market" and n not in tried | finished | busy:
                         tried.add(n)
                         restart(n, finish=True)
                 if not running and not restarting:
@@ -685,9 +803,14 @@ def launch_on_ray(spec: DeploySpec, address: str | None = None, secure: bool = T
                               nodes=sorted({m for m, _, _ in running.values()} | set(restarting)))
                     break
     finally:
-        for a in actors.values():
+        if any(gathered.values()):  # each machine's copy: the run directory has it all
+            with contextlib.suppress(Exception):
+                ray.wait([actors[n].discard.remote() for n, g in gathered.items() if g],
+                         num_returns=sum(gathered.values()), timeout=10)
+        for a in [*actors.values(), *store]:
             with contextlib.suppress(Exception):
                 ray.kill(a, no_restart=True)
+        (out / RUN_MARKER).unlink(missing_ok=True)
         if pg is not None:
             with contextlib.suppress(Exception):
                 remove_placement_group(pg)

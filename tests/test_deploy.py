@@ -454,6 +454,43 @@ def test_kill_9_of_a_prosumer_the_grid_and_the_market_in_a_learning_run(ieee13_s
     assert set(summary["down_rounds"][victim]) <= downs
 
 
+def test_a_grid_down_at_the_end_gets_its_finish_run_and_every_round_a_row(ieee13_scenario,
+                                                                           tmp_path):
+    """The grid is killed with no restart left: the market clears the rest of the day
+    without it, and once it has stopped the launcher runs the grid once more (``finish``)
+    to write a row for each round it missed, as it does for a prosumer's records."""
+    one_day = ieee13_scenario.model_copy(update={
+        "scenario": ieee13_scenario.scenario.model_copy(update={"days": 1})})
+    s = with_faults(one_day, base_port=28460, signal_timeout_ms=300.0, restart_budget=0)
+    out = tmp_path / "dep"
+    killed: list[int] = []
+
+    def killer() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            market = out / "market.jsonl"
+            if market.is_file() and len(market.read_bytes().splitlines()) >= 18:
+                killed.append(len(market.read_bytes().splitlines()))
+                os.kill(_pid_of(out, "grid"), signal.SIGKILL)
+                return
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=killer)
+    thread.start()
+    out, exits = deploy(s, "ieee13.toml", "rule", out)
+    thread.join()
+    assert killed and exits["grid#0"] == -9 and exits["grid"] == 0, exits
+    events = [json.loads(x) for x in (out / "nodes" / "launcher.jsonl").read_text().splitlines()]
+    assert [e["finish"] for e in events if e["event"] == "started" and e["node"] == "grid"] \
+        == [False, True]
+    grid = pd.read_json(out / "grid.jsonl", lines=True)
+    assert list(grid["round"]) == list(range(24))
+    lost = grid[grid.positions_lost.eq(True)]
+    assert len(lost) >= 24 - killed[0] - 1 and lost["round"].max() == 23
+    status = json.loads((out / "status.json").read_text())
+    assert status["complete"]
+
+
 def test_a_message_larger_than_the_limit_is_dropped_at_the_socket_unread(tmp_path):
     from peergrid.comms.wire import MAX_MESSAGE_BYTES
 

@@ -255,6 +255,30 @@ def test_a_dead_grid_costs_one_timeout_per_round_and_every_round_keeps_a_grid_ro
     assert set(lost["round"]) <= set(unknown)
 
 
+def test_a_grid_down_at_the_end_books_a_row_for_every_round_it_missed(spec_for):
+    """The grid never saw the market's ``stop`` (dead, or back only after the end): its
+    ``finish`` run writes the rounds it missed from its checkpoint, every round one row."""
+    spec = spec_for()
+    bus = bus_for(spec)
+    bus.run(stop=lambda: len(bus.table("grid.jsonl")) >= 10)
+    bus.kill("grid")
+    bus.run()
+    assert bus.nodes["market"].finished
+    blob, counts = bus.checkpoints["grid"]
+    for table, n in counts.items():
+        del bus.rows[table][n:]
+    g = build(spec, "grid", statefile.loads(blob), incarnation=1)
+    fx = g.finish()
+    assert g.finished and not fx.sends  # no market to answer
+    for table, row in fx.rows:
+        bus.rows.setdefault(table, []).append(row)
+    grid = pd.DataFrame(bus.table("grid.jsonl"))
+    assert list(grid["round"]) == list(range(24))
+    lost = grid[grid.positions_lost.eq(True)]
+    assert list(lost["round"]) == list(range(len(grid) - len(lost), 24))
+    assert len(lost) >= 24 - 11 and fx.checkpoint.next_k == 24
+
+
 def test_a_market_killed_mid_round_resumes_from_its_checkpoint(spec_for):
     spec = spec_for()
     bus = bus_for(spec)

@@ -118,10 +118,32 @@ def _placement(out: Path) -> dict[str, str]:
     return {e["node"]: e["ray_node"] for e in events if e["event"] == "started"}
 
 
-@pytest.mark.slow  # ~60 s: 15 Ray worker processes start on 2 cores
+def _started(out: Path) -> list[dict]:
+    return [e for e in (json.loads(x) for x in (out / "nodes" / "launcher.jsonl")
+                        .read_text().splitlines()) if e["event"] == "started"]
+
+
+def _gathered_whole(out: Path, names: list[str], ended: bool = True) -> None:
+    """Every node wrote on its own machine (``ray_files="gathered"``) and the run
+    directory has it all: each node's log (to its last line, ``ended``), no machine's
+    copy left."""
+    started = _started(out)
+    assert {e["files"] for e in started} == {"gathered"}
+    for n in names:
+        log = [json.loads(x) for x in (out / "nodes" / f"{n}.jsonl").read_text().splitlines()]
+        assert log and (not ended or log[-1]["event"] == "links"), n
+    assert not [e["local_dir"] for e in started if Path(e["local_dir"]).exists()]
+    assert not (out / ".ray-run").exists()
+
+
+@pytest.mark.slow  # ~60 s each: 15 Ray worker processes start on 2 cores
+@pytest.mark.parametrize("files", ["shared", "gathered"])
 def test_a_day_spread_over_three_ray_nodes_equals_the_in_process_run(one_day, tmp_path,
-                                                                      three_nodes):
-    out, exits = deploy(one_day, "ieee13.toml", "rule", tmp_path / "dep", engine="ray")
+                                                                      three_nodes, files):
+    """``gathered``: as on machines that do not share the run directory, each actor
+    writes a directory of its own and the driver's run directory gets every file."""
+    out, exits = deploy(one_day, "ieee13.toml", "rule", tmp_path / "dep", engine="ray",
+                        ray_files=files)
     assert set(exits.values()) == {0}
     expected = in_process(one_day, rule)
     pd.testing.assert_frame_equal(read_records(out)[expected.columns], expected)
@@ -140,6 +162,10 @@ def test_a_day_spread_over_three_ray_nodes_equals_the_in_process_run(one_day, tm
     assert not [e for e in logs if e["event"] == "rejected_count"]  # not one refusal
     status = json.loads((out / "status.json").read_text())
     assert status["complete"] and status["rounds_done"] == 24
+    if files == "gathered":
+        _gathered_whole(out, list(placed))
+    else:
+        assert {e["files"] for e in _started(out)} == {"shared"}
 
 
 @pytest.fixture()
@@ -148,9 +174,12 @@ def one_day(ieee13_scenario):
     return s.model_copy(update={"scenario": s.scenario.model_copy(update={"days": 1})})
 
 
-@pytest.mark.slow  # ~70 s
+@pytest.mark.slow  # ~70 s each
+@pytest.mark.parametrize("files", ["shared", "gathered"])
 def test_removing_a_ray_node_mid_run_restarts_its_actors_elsewhere_and_books_every_round_once(
-        one_day, tmp_path, three_nodes):
+        one_day, tmp_path, three_nodes, files):
+    """``gathered``: the restarted actors resume from what their lost machines had
+    copied to the run directory, not from their own disks (a new directory each)."""
     cluster, workers = three_nodes
     # 100 ms on every link: a round takes ~1 s, so the loss lands mid-run
     s = with_faults(one_day, latency_ms=100.0, down_after_ms=1000.0)
@@ -173,7 +202,7 @@ def test_removing_a_ray_node_mid_run_restarts_its_actors_elsewhere_and_books_eve
 
     thread = threading.Thread(target=remove_a_node)
     thread.start()
-    out, exits = deploy(s, "ieee13.toml", "rule", out, engine="ray")
+    out, exits = deploy(s, "ieee13.toml", "rule", out, engine="ray", ray_files=files)
     thread.join()
     names = lost["names"]
     assert len(names) == 5
@@ -188,11 +217,13 @@ def test_removing_a_ray_node_mid_run_restarts_its_actors_elsewhere_and_books_eve
     again = [e for e in events if e["event"] == "started" and e["incarnation"] > 0]
     assert sorted({e["node"] for e in again}) == names
     moved = [e for e in events if e["event"] == "moved"]
-    # back while the market ran: every peer took the new address before it ran; back
-    # only after the market's end (a loaded machine: Ray restarts processes slowly), its
-    # ``finish`` run booked what remained
-    assert sorted(e["node"] for e in moved) == sorted(e["node"] for e in again
-                                                      if not e["finish"])
+    finishing = [e for e in events if e["event"] == "finishing"]
+    # each incarnation Ray brought back either ran while the market did (every peer took
+    # the new address before it ran: ``moved``), or came back only after the market's
+    # end (a loaded machine: Ray restarts processes slowly) and its ``finish`` run booked
+    # what remained
+    ran = sorted((e["node"], e["incarnation"]) for e in moved + finishing)
+    assert ran == sorted((e["node"], e["incarnation"]) for e in again)
     assert all(e["peers_told"] == e["peers"] and not e["missed"] for e in moved)
     records = read_records(out)
     for a in s.agents:  # the raw rows, not de-duplicated: every round exactly once
@@ -209,6 +240,8 @@ def test_removing_a_ray_node_mid_run_restarts_its_actors_elsewhere_and_books_eve
         down = [e["k"] for e in log if e["event"] == "round" and "down" in e["flags"]]
         assert resumed and down and min(down) >= resumed[0]["from_round"], n
     assert len(pd.read_json(out / "grid.jsonl", lines=True)) == 24
+    if files == "gathered":
+        _gathered_whole(out, ["market", "grid", *(a.id for a in s.agents)], ended=False)
 
 
 class _Shell:

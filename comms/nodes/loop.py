@@ -21,6 +21,7 @@ from typing import Any
 from peergrid.agents import statefile
 from peergrid.comms.node import Node
 from peergrid.comms.protocol.effects import Effects
+from peergrid.comms.replica import Replica
 from peergrid.comms.runlog import RunWriter
 
 
@@ -32,12 +33,16 @@ class Checkpoints:
     kept open and overwritten in place (no open, no rename per save: those cost more
     than the state itself). A save cut short by a crash leaves the other file intact,
     and ``load`` takes the newest file whose CRC holds. A killed process loses nothing
-    written (the page cache survives it); a lost machine is outside this fault model."""
+    written (the page cache survives it); a lost machine loses them, unless they are on
+    a shared mount or a ``replica`` copies each save off the machine (comms.replica)."""
 
     _HEADER = struct.Struct("<QQI")
 
-    def __init__(self, path: Path, writer: RunWriter, tables: list[str]) -> None:
+    def __init__(self, path: Path, writer: RunWriter, tables: list[str],
+                 replica: Replica | None = None) -> None:
         self.path, self.writer, self.tables = path, writer, tables
+        self.replica = replica
+        """Copies each save to the run directory elsewhere (comms.replica), if any."""
         self._files: list[Any] = []
         self._seq = 0
 
@@ -70,6 +75,8 @@ class Checkpoints:
             return None
         self._seq = saved["seq"]
         self.writer.truncate(saved["offsets"])
+        if self.replica is not None:
+            self.replica.truncated(saved["offsets"])
         return saved["state"]
 
     def save(self, state: Any) -> None:
@@ -84,6 +91,8 @@ class Checkpoints:
         f.write(self._HEADER.pack(self._seq, len(body), zlib.crc32(body)) + body)
         f.truncate()
         f.flush()
+        if self.replica is not None:  # before the messages this save covers are sent
+            self.replica.sync(self._paths()[self._seq % 2])
 
     def close(self) -> None:
         for f in self._files:

@@ -8,6 +8,7 @@ import numpy as np
 from peergrid.comms.node import Node
 from peergrid.comms.nodes.loop import Checkpoints, serve
 from peergrid.comms.protocol.market import MarketProtocol
+from peergrid.comms.replica import Replica, node_tables
 from peergrid.comms.runlog import RunWriter
 from peergrid.comms.runtime import open_node
 from peergrid.comms.spec import DeploySpec
@@ -15,12 +16,12 @@ from peergrid.market.operator import MarketOperator
 
 
 def run_market(spec: DeploySpec, incarnation: int = 0, key_file: str | None = None,
-               node: Node | None = None) -> None:
+               node: Node | None = None, replica: Replica | None = None) -> None:
     """``node``: its shell already open (comms.raylaunch binds before the spec is whole)."""
     node = node or open_node(spec, "market", key_file)
     writer = RunWriter(Path(spec.out))
     checkpoints = Checkpoints(Path(spec.out) / "checkpoints" / "market.state", writer,
-                              ["market.jsonl"])
+                              node_tables("market", "market"), replica)
     state = checkpoints.load() if incarnation > 0 else None
     serve(node, lambda st, _inc: market_protocol(spec, st), writer, checkpoints, incarnation,
           state)

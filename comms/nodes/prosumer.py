@@ -12,6 +12,7 @@ from peergrid.comms.messages import SettlementMessage
 from peergrid.comms.node import Node
 from peergrid.comms.nodes.loop import Checkpoints, apply, serve
 from peergrid.comms.protocol.prosumer import ProsumerProtocol, ProsumerState
+from peergrid.comms.replica import Replica, node_tables
 from peergrid.comms.runlog import RunWriter
 from peergrid.comms.runtime import open_node
 from peergrid.comms.spec import DeploySpec, Policy, ProsumerNode
@@ -62,7 +63,7 @@ def prosumer_protocol(spec: DeploySpec, agent_id: str, incarnation: int = 0,
 
 def run_prosumer(spec: DeploySpec, agent_id: str, incarnation: int = 0,
                  finish: bool = False, key_file: str | None = None,
-                 node: Node | None = None) -> None:
+                 node: Node | None = None, replica: Replica | None = None) -> None:
     """Serve one agent until the market says stop (or falls silent). ``finish``: the run
     is over and this agent was down at its end: book what remains from its checkpoint
     and the market's ledger file, then exit. ``node``: its shell already open
@@ -70,7 +71,7 @@ def run_prosumer(spec: DeploySpec, agent_id: str, incarnation: int = 0,
     node = node or open_node(spec, agent_id, key_file)
     writer = RunWriter(Path(spec.out))
     checkpoints = Checkpoints(Path(spec.out) / "checkpoints" / f"{agent_id}.state", writer,
-                              [f"agents/{agent_id}.jsonl"])
+                              node_tables("prosumer", agent_id), replica)
     state = checkpoints.load() if incarnation > 0 or finish else None
     if not finish:
         serve(node, lambda st, inc: prosumer_protocol(spec, agent_id, inc, st, pid=os.getpid()),

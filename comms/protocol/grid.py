@@ -6,7 +6,8 @@ used and the row names it ``estimated``), send every prosumer its ``grid_signal`
 market ``round_done``, write the grid row, checkpoint. The same positions again (the
 market's retry) are answered again, not solved twice. A round whose positions never
 came gets its row anyway, flagged ``positions_lost`` (voltages unknown), when a later
-round's positions or the ``stop`` show it was skipped: every round has one row.
+round's positions or the ``stop`` show it was skipped (or, for a grid down at the end,
+its ``finish`` run): every round has one row.
 """
 
 from __future__ import annotations
@@ -63,6 +64,13 @@ class GridProtocol:
             self._solve(msg, episode, rnd)
         else:
             self.fx.log("unexpected", peer=sender, kind=msg.kind)
+        return self.fx.take()
+
+    def finish(self) -> Effects:
+        """The run is over and this grid was down at its end (it never got the market's
+        ``stop``): the rounds it did not see get their rows, as on ``stop``."""
+        self._write_lost(self.window.n_rounds)
+        self.finished, self.exit_reason = True, "finished"
         return self.fx.take()
 
     def on_tick(self, now: float) -> Effects:

@@ -260,6 +260,8 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
         require_parquet()  # before any process starts
     if args.address is not None and args.engine != "ray":
         raise UsageError(f"--address {args.address}: only with --engine ray")
+    if args.ray_files != "auto" and args.engine != "ray":
+        raise UsageError(f"--ray-files {args.ray_files}: only with --engine ray")
     if args.engine == "ray" and args.base_port is not None:
         raise UsageError("--base-port: not with --engine ray (every node binds a port its "
                          "operating system picks and reports it)")
@@ -276,7 +278,8 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
                            partitions=partitions if args.partition else None)
     out, exits = deploy(scenario, resolve(args.scenario).name, args.policy, args.out,
                         days=args.days, seed=args.seed, learn=args.learn, force=args.force,
-                        insecure=args.insecure, engine=args.engine, address=args.address)
+                        insecure=args.insecure, engine=args.engine, address=args.address,
+                        ray_files=args.ray_files)
     status = json.loads((out / "status.json").read_text())
     bad = {n: c for n, c in exits.items() if c not in (0, None) and "#" not in n}
     if args.format == "parquet" and status["complete"] and not bad:
@@ -575,6 +578,12 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--address", default=None,
                     help="with --engine ray: an existing Ray cluster (e.g. HEAD:6379); "
                     "default: start a local Ray instance")
+    dp.add_argument("--ray-files", choices=("auto", "shared", "gathered"), default="auto",
+                    help="with --engine ray: where each node writes. shared: the run "
+                    "directory itself (a mount every Ray node sees at the same path); "
+                    "gathered: its own machine, every checkpoint and its rows copied to "
+                    "the run directory before the messages it covers are sent; auto: "
+                    "shared where the node sees the run directory, else gathered")
     dp.set_defaults(func=_cmd_deploy)
 
     nd = sub.add_parser("node", help="run one node of a deployment (for several hosts)")

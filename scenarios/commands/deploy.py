@@ -203,14 +203,15 @@ ENGINES = ("local", "ray")
 def deploy(scenario: Scenario, source: str, policy: str, out: str | Path, days: int = 1,
            seed: int = 0, learn: bool = False, force: bool = False,
            insecure: bool = False, engine: str = "local",
-           address: str | None = None) -> tuple[Path, dict]:
+           address: str | None = None, ray_files: str = "auto") -> tuple[Path, dict]:
     """``engine="local"``: one OS process per node on this machine (comms.launcher);
     ``"ray"``: one Ray actor per node, on a local Ray instance or on the cluster at
-    ``address`` (comms.raylaunch: endpoints and keys made by the actors themselves)."""
+    ``address`` (comms.raylaunch: endpoints and keys made by the actors themselves;
+    ``ray_files``: where they write, ``comms.raylaunch.FILES``)."""
     if engine not in ENGINES:
         raise ValueError(f"engine = {engine!r}: one of {', '.join(ENGINES)}")
     if engine == "ray":
-        from peergrid.scenarios.commands.raysweep import require_ray
+        from peergrid.comms.raycluster import require_ray
 
         require_ray()  # one line saying how to install it, before anything is written
     elif address is not None:
@@ -230,7 +231,7 @@ def deploy(scenario: Scenario, source: str, policy: str, out: str | Path, days: 
         if engine == "ray":
             from peergrid.comms.raylaunch import launch_on_ray
 
-            exits = launch_on_ray(spec, address, secure=not insecure)
+            exits = launch_on_ray(spec, address, secure=not insecure, files=ray_files)
             staging = Path(staging).absolute()  # what the actors were given
         else:
             exits = launch(spec)
