@@ -271,10 +271,20 @@ def launch(spec: DeploySpec, timeout_s: float = 3600.0) -> dict[str, int]:
             grace = time.monotonic() + 10.0
             for p in sup.procs.values():
                 p.join(timeout=max(grace - time.monotonic(), 0.1))
-            # agents down at the end book their remaining rounds from their checkpoint
-            # and the market's ledger; a grid down at the end, its rounds' rows
+            # a node down at the end (dead, still running after the grace, or gone
+            # silent before the end: fewer rows than rounds) is run once more to book
+            # what remains: an agent from its checkpoint and the market's ledger, the
+            # grid a row for each round it missed
             for name, p in list(sup.procs.items()):
-                if sup.role[name] != "market" and p.exitcode not in (0, None):
+                if sup.role[name] == "market":
+                    continue
+                if p.is_alive():
+                    sup.log.event("stopping", node=name, reason="still running after the "
+                                  "market's end and the grace period")
+                    p.kill()
+                    p.join(timeout=10)
+                table = "grid.jsonl" if name == "grid" else f"agents/{name}.jsonl"
+                if p.exitcode != 0 or count_rows(out / table) < n_rounds:
                     sup.reap(name)
                     sup.start(name, sup.incarnation[name] + 1, finish=True)
                     sup.procs[name].join(timeout=60)

@@ -53,10 +53,10 @@ the driver announced, so a wrong address is at worst a lost peer, never an impos
 Files (``FILES``): an actor that sees the driver's run directory (one machine, or a
 shared mount at the same path) writes it; one that does not writes a directory of its
 own machine, seeded from the run directory when it starts, and copies every checkpoint
-with the rows it counts to the run directory (a ``RunStore`` actor on the driver's
-machine) before it sends what the checkpoint covers (comms.replica). Either way the
-run directory ends with every record and node log, and a checkpoint survives its node:
-a restart on another node resumes from it.
+with the rows it counts to the run directory (over ZeroMQ, CURVE, to a store the driver
+serves from a thread: comms.runstore) before it sends what the checkpoint covers
+(comms.replica). Either way the run directory ends with every record and node log, and
+a checkpoint survives its node: a restart on another node resumes from it.
 
 Ray is an optional dependency (``pip install 'peergrid[cluster]'``), imported only here.
 """
@@ -79,7 +79,7 @@ from typing import Any
 from peergrid.comms.keys import NodeKeys, check_public_keys
 from peergrid.comms.launcher import count_rows, finish_status
 from peergrid.comms.node import Node, NodeLog
-from peergrid.comms.replica import LEDGER, Replica, RunStore, node_tables, seed_files
+from peergrid.comms.replica import LEDGER, Replica, node_tables
 from peergrid.comms.spec import DeploySpec, Security
 
 PROCESS_CPUS = 0.01
@@ -115,7 +115,10 @@ class NodeActor:
         self._local: Path | None = None
         """This machine's directory for the node's files, when it cannot see the run
         directory (comms.replica); None: it writes the run directory itself."""
-        self._store: Any = None
+        self._store: dict[str, Any] | None = None
+        """The driver's store (comms.runstore): its endpoint and public key, and how
+        much of this machine's node log it has (``log_from``)."""
+        self._log_gen = ""
 
     def bind(self, spec_json: bytes, incarnation: int, secure: bool, files: str = "shared",
              token: str = "") -> dict[str, Any]:
@@ -139,10 +142,8 @@ class NodeActor:
         spec = DeploySpec.from_json(spec_json)
         self._local = None
         if files == "gathered" or (files == "auto" and not _sees(Path(spec.out), token)):
-            # a fresh directory per incarnation: configure seeds it from the run directory
             self._local = Path(tempfile.gettempdir()) / "peergrid-ray" / token / self.name
-            shutil.rmtree(self._local, ignore_errors=True)
-            self._local.mkdir(parents=True)
+            self._log_gen = _fresh_but_the_log(self._local)
             spec = _relocated(spec, self._local)
         ip = ray.util.get_node_ip_address()
         host = f"[{ip}]" if ":" in ip else ip
@@ -163,16 +164,19 @@ class NodeActor:
                 "pid": os.getpid(), "ip": ip, "ray_node": ray.get_runtime_context().get_node_id(),
                 "incarnation": incarnation,
                 "files": "shared" if self._local is None else "gathered",
-                "local_dir": None if self._local is None else str(self._local)}
+                "local_dir": None if self._local is None else str(self._local),
+                "log_gen": self._log_gen}
 
     def configure(self, spec_json: bytes, incarnations: dict[str, int],
-                  seed: dict[str, bytes] | None = None, store: Any = None) -> bool:
+                  seed: dict[str, bytes] | None = None,
+                  store: dict[str, Any] | None = None) -> bool:
         """Take the complete spec: every peer's endpoint and key (the allow-list), before
         this node or any peer sends a thing (a connection from a key not yet on the list
         is refused at the handshake, and not tried again). ``incarnations``: whose
         endpoint it holds, per peer (an update queued for a later one wins). A node that
         keeps its files here: ``seed``, what it reads from the run directory
-        (``replica.seed_files``), and ``store``, the ``RunStore`` it copies them to."""
+        (``replica.seed_files``), and ``store``, the endpoint and public key of the
+        driver's store it copies them to (comms.runstore) and ``log_from``."""
         with self._cv:
             if self._serving:  # set_peers belongs to the node loop's thread then
                 raise RuntimeError(f"{self.name}: configure while serving (update_peer moves "
@@ -205,7 +209,6 @@ class NodeActor:
         (``stop``, ``market_silent``, ...: the node log's ``exit`` reason; ``finished``
         for a ``finish`` run). ``seed``: files to take first (a ``finish`` run's ledger,
         the market's final one)."""
-        import ray
         from peergrid.comms.nodes.grid import run_grid
         from peergrid.comms.nodes.market import run_market
         from peergrid.comms.nodes.prosumer import run_prosumer
@@ -213,13 +216,18 @@ class NodeActor:
         node, spec = self.node, self._spec
         if node is None or spec is None:
             raise RuntimeError(f"{self.name}: run before bind and configure")
-        replica = None
+        replica = push = None
         if self._local is not None:
+            from peergrid.comms.runstore import client_for
+
+            if self._store is None:
+                raise RuntimeError(f"{self.name}: its files are on its machine but it was "
+                                   "given no store to copy them to")
             _write_files(self._local, seed or {})
-            store = self._store
-            replica = Replica(self._local, self.name, node_tables(self.role, self.name),
-                              lambda items: ray.get(store.put.remote(items)),
-                              ledger=self.role == "market")
+            push = client_for(self.name, incarnation, self._log_gen, self._store["endpoint"],
+                              self._store["public_key"], node.keys)
+            replica = Replica(self._local, self.name, node_tables(self.role, self.name), push,
+                              ledger=self.role == "market", log_from=self._store["log_from"])
         reasons: list[str] = []
         event = node.log.event
 
@@ -246,7 +254,10 @@ class NodeActor:
                 self._serving = False
                 self._cv.notify_all()
             if replica is not None:  # the rest: the node log's last lines
-                replica.sync()
+                try:
+                    replica.sync()
+                finally:
+                    push.close()
         self.node, self._spec = None, None  # closed by its loop (one that raised: by ``bind``)
         return reasons[-1] if reasons else "finished"
 
@@ -315,8 +326,10 @@ in it sees the run directory (``files="auto"``)."""
 
 
 def _sees(out: Path, token: str) -> bool:
+    """This machine sees the run directory, and may write it."""
     try:
-        return bool(token) and (out / RUN_MARKER).read_text() == token
+        return (bool(token) and (out / RUN_MARKER).read_text() == token
+                and os.access(out, os.W_OK))
     except OSError:
         return False
 
@@ -333,10 +346,26 @@ def _relocated(spec: DeploySpec, local: Path) -> DeploySpec:
     return replace(spec, out=str(local), prosumers=prosumers)
 
 
+def _fresh_but_the_log(local: Path) -> str:
+    """Empty ``local`` for a new incarnation (``configure`` seeds it from the run
+    directory) but for the node log, whose lines the run directory may still lack (a
+    predecessor on this machine that died between two copies); the log copy's id."""
+    gen_file = local / ".log-generation"
+    if local.is_dir():
+        for p in local.iterdir():
+            if p.name not in ("nodes", gen_file.name):
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+    local.mkdir(parents=True, exist_ok=True)
+    if not gen_file.is_file():
+        gen_file.write_text(uuid.uuid4().hex)
+    return gen_file.read_text()
+
+
 def _write_files(local: Path, files: dict[str, bytes]) -> None:
+    root = local.resolve()
     for rel, data in files.items():
-        path = local / rel
-        if local not in path.parents:
+        path = (local / rel).resolve()
+        if not path.is_relative_to(root) or path == root:
             raise ValueError(f"seed: {rel!r} is not a path inside the node's directory")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
@@ -401,15 +430,17 @@ def launch_on_ray(spec: DeploySpec, address: str | None = None, secure: bool = T
     import ray
     from peergrid.comms.raycluster import init_ray
     from ray.util.placement_group import placement_group, remove_placement_group
-    from ray.util.scheduling_strategies import (NodeAffinitySchedulingStrategy,
-                                                PlacementGroupSchedulingStrategy)
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
     if files not in FILES:
         raise ValueError(f"files = {files!r}: one of {', '.join(FILES)}")
 
     errors = ray.exceptions
     out = Path(spec.out).absolute()  # the actors do not share the driver's directory
-    spec = replace(spec, out=str(out), security=None)
+    # every path absolute: the actors do not share the driver's working directory
+    spec = replace(spec, out=str(out), security=None, prosumers={
+        a: replace(p, policy=replace(p.policy, file=str(Path(p.policy.file).absolute())))
+        if p.policy.file else p for a, p in spec.prosumers.items()})
     names = ["market", "grid", *spec.agents]
     role = {"market": "market", "grid": "grid", **{a: "prosumer" for a in spec.agents}}
     n_rounds = spec.window.n_rounds
@@ -426,12 +457,18 @@ def launch_on_ray(spec: DeploySpec, address: str | None = None, secure: bool = T
     started_here = False
     pg = None
     actors: dict[str, Any] = {}
-    store: list[Any] = []  # the RunStore, once an actor keeps its files on its machine
+    server: Any = None  # the run directory's store for actors on other machines
     gathered: dict[str, bool] = {}  # node -> its files on its own machine (replicated)
+    log_gen: dict[str, str] = {}  # node -> the id of its machine's node log copy
     status = {"complete": False, "rounds": n_rounds, "rounds_done": 0, "reason": "interrupted"}
     exits: dict[str, int] = {}
     try:
         started_here = init_ray(address)
+        if files != "shared":  # on the driver's machine, for actors that cannot see it
+            from peergrid.comms.runstore import StoreServer
+
+            ip = ray.util.get_node_ip_address()
+            server = StoreServer(out, f"[{ip}]" if ":" in ip else ip, role, secure)
         cpus = dict.fromkeys(names, PROCESS_CPUS)
         pg = placement_group([{"CPU": cpus[n]} for n in names], strategy="SPREAD")
         try:
@@ -479,23 +516,22 @@ def launch_on_ray(spec: DeploySpec, address: str | None = None, secure: bool = T
             if public is not None:
                 public[n] = info["public_key"]
             gathered[n] = info["files"] == "gathered"
+            log_gen[n] = info["log_gen"]
+            if server is not None:  # the old incarnation and key may no longer write
+                server.allow(n, k, info["public_key"])
             log.event("started", node=n, incarnation=k, pid=info["pid"],
                       endpoint=info["endpoint"], ray_node=info["ray_node"], finish=finish,
                       files=info["files"], **({"local_dir": info["local_dir"]}
                                               if info["local_dir"] else {}))
 
-        def files_of(n: str) -> tuple[dict[str, bytes] | None, Any]:
+        def files_of(n: str) -> tuple[dict[str, bytes] | None, dict[str, Any] | None]:
             """``configure``'s seed and store for ``n``: what it reads from the run
             directory, if it keeps its files on its machine."""
             if not gathered.get(n):
                 return None, None
-            if not store:  # on the driver's machine: it writes the run directory
-                here = ray.get_runtime_context().get_node_id()
-                store.append(ray.remote(RunStore).options(
-                    num_cpus=0, max_concurrency=32, max_restarts=-1,
-                    scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False),
-                ).remote(str(out)))
-            return seed_files(out, role[n], n), store[0]
+            seed, log_from = server.seed(role[n], n, log_gen[n])
+            return seed, {"endpoint": server.endpoint, "public_key": server.public_key,
+                          "log_from": log_from}
 
         def finish_seed(n: str, finish: bool) -> dict[str, bytes] | None:
             """A ``finish`` run on its own machine reads the market's final ledger."""
@@ -807,9 +843,13 @@ def launch_on_ray(spec: DeploySpec, address: str | None = None, secure: bool = T
             with contextlib.suppress(Exception):
                 ray.wait([actors[n].discard.remote() for n, g in gathered.items() if g],
                          num_returns=sum(gathered.values()), timeout=10)
-        for a in [*actors.values(), *store]:
+        for a in actors.values():
             with contextlib.suppress(Exception):
                 ray.kill(a, no_restart=True)
+        if server is not None:
+            server.close()
+            log.event("store", endpoint=server.endpoint, requests=server.requests,
+                      refused=dict(server.refused), first_refusals=server.first_refusals)
         (out / RUN_MARKER).unlink(missing_ok=True)
         if pg is not None:
             with contextlib.suppress(Exception):

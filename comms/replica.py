@@ -3,9 +3,9 @@
 A deployment on Ray whose run directory is not on a file system every Ray node sees
 (no shared mount) still gathers everything into the driver's run directory: each actor
 that cannot see it writes its files into a directory of its own machine and a
-``Replica`` copies them to a ``RunStore`` (a Ray actor on the driver's machine, which
-writes the run directory) at every checkpoint, before the messages that checkpoint
-covers are sent (``comms.nodes.loop.apply``: rows, checkpoint, then sends). So the run
+``Replica`` copies them to the driver's store (comms.runstore: a ZeroMQ server in the
+driver, which writes the run directory) at every checkpoint, before the messages that
+checkpoint covers are sent (``comms.nodes.loop.apply``: rows, checkpoint, then sends). So the run
 directory holds every node's records and newest checkpoint exactly as its own disk
 would, and a node restarted on another machine after its machine is lost resumes from
 them with the local semantics (every round booked once, rows after the checkpoint
@@ -16,14 +16,16 @@ Three kinds of copy:
 - ``at``: a record file from an offset (the store cuts its copy there first, so rows a
   restart cut back are cut in the copy too);
 - ``whole``: a small file replaced whole (the checkpoint just saved, the market's ledger);
-- ``log``: lines appended to a node log (every incarnation's, in order).
+- ``log``: a node log's lines from an offset of the machine's copy, appended (every
+  incarnation's, in order; the store skips what it already has of that copy, so a
+  copy sent twice is written once, and a new incarnation on the same machine sends
+  what its predecessor had not).
 
-Ray is imported by the caller; this module needs none.
+This module moves no bytes itself: ``push`` does (comms.runstore.StoreClient).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
@@ -43,27 +45,21 @@ def _read(path: Path, start: int, whole_lines: bool = False) -> bytes:
     return data
 
 
-def _check_relpath(rel: str) -> Path:
-    p = Path(rel)
-    if p.is_absolute() or ".." in p.parts or not p.parts:
-        raise ValueError(f"replica: {rel!r} is not a path inside the run directory")
-    return p
-
-
 class Replica:
     """The copying side, in the node's process: ``sync`` after every checkpoint save
     (blocking: it returns once the store has written), ``truncated`` when a restart cuts
     the record files back."""
 
     def __init__(self, local: Path, name: str, tables: Iterable[str],
-                 push: Callable[[list[Item]], object], ledger: bool = False) -> None:
+                 push: Callable[[list[Item]], object], ledger: bool = False,
+                 log_from: int = 0) -> None:
         self.local, self.push = local, push
         self.tables = list(tables)
         self.log_rel = f"nodes/{name}.jsonl"
         self.ledger = ledger
         # what the store already holds: the files were seeded from it
         self._sent = {rel: self._size(rel) for rel in self.tables}
-        self._log_sent = 0  # the node log is not seeded: all of it is this incarnation's
+        self._log_sent = log_from  # what the store has of this machine's node log
         self._ledger_sent: bytes | None = (local / LEDGER).read_bytes() \
             if ledger and (local / LEDGER).is_file() else None
         self._cut: set[str] = set()
@@ -97,7 +93,7 @@ class Replica:
                 out.append(("whole", LEDGER, 0, ledger))
         log = _read(self.local / self.log_rel, self._log_sent, whole_lines=True)
         if log:
-            out.append(("log", self.log_rel, 0, log))
+            out.append(("log", self.log_rel, self._log_sent, log))
         return out
 
     def sync(self, checkpoint: Path | None = None) -> None:
@@ -114,38 +110,6 @@ class Replica:
                 self._log_sent += len(data)
             elif rel == LEDGER:
                 self._ledger_sent = data
-
-
-class RunStore:
-    """The run directory's writer for the actors that cannot see it (``ray.remote`` is
-    applied by the driver, which places it on its own machine). Each node's files are
-    its own, and each node pushes in turn, so concurrent calls never touch one file."""
-
-    def __init__(self, out: str) -> None:
-        self.out = Path(out)
-
-    def put(self, items: list[Item]) -> int:
-        """Write ``items`` (see the module docstring); the bytes written."""
-        written = 0
-        for kind, rel, start, data in items:
-            path = self.out / _check_relpath(rel)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if kind == "at":
-                with open(path, "r+b" if path.is_file() else "w+b") as f:
-                    f.truncate(start)
-                    f.seek(start)
-                    f.write(data)
-            elif kind == "whole":
-                tmp = path.with_name(f".{path.name}.tmp")
-                tmp.write_bytes(data)
-                os.replace(tmp, path)
-            elif kind == "log":
-                with open(path, "ab") as f:
-                    f.write(data)
-            else:
-                raise ValueError(f"replica: unknown kind {kind!r} for {rel}")
-            written += len(data)
-        return written
 
 
 def seed_files(out: Path, role: str, name: str) -> dict[str, bytes]:

@@ -356,3 +356,32 @@ def test_removing_the_market_s_ray_node_restarts_the_market_and_the_nodes_it_lef
     records = read_records(out)
     assert checks.completeness_problems(records, [a.id for a in s.agents], 24) == []
     assert checks.all_problems(records, dt_h=1.0) == []
+
+
+@pytest.mark.slow  # ~50 s: 15 Ray workers
+def test_a_killed_node_s_log_and_rows_reach_the_run_directory_with_gathered_files(one_day,
+                                                                                  tmp_path):
+    """``--ray-files gathered`` with an injected crash (SIGKILL, back at its restart
+    round, on the same machine): its node log in the run directory has the lines it
+    wrote up to the kill (``killed``) as a local deployment's does, every node's log
+    ends with its ``links`` line, and every round is booked once."""
+    s = with_faults(one_day, bid_deadline_ms=300.0, signal_timeout_ms=300.0,
+                    kills=[{"agent": "a05", "at_round": 6, "restart_round": 9}])
+    out, exits = deploy(s, "ieee13.toml", "rule", tmp_path / "dep", engine="ray",
+                        ray_files="gathered")
+    assert exits["market"] == 0 and exits["a05#0"] == -1 and exits["a05"] == 0, exits
+    status = json.loads((out / "status.json").read_text())
+    assert status["complete"] and not status["agent_rounds_missing"]
+    _gathered_whole(out, ["market", "grid", *(a.id for a in s.agents)])
+    a05 = [json.loads(x) for x in (out / "nodes" / "a05.jsonl").read_text().splitlines()]
+    assert [e["k"] for e in a05 if e["event"] == "killed"] == [6]
+    assert any(e["event"] == "resumed" for e in a05)
+    booked = sorted(e["k"] for e in a05 if e["event"] == "round")
+    assert booked == list(range(24))  # every round's line, once, from both incarnations
+    records = read_records(out)
+    for a in s.agents:
+        assert records[records.agent == a.id]["round"].tolist() == list(range(24)), a.id
+    assert checks.all_problems(records, dt_h=1.0) == []
+    events = [json.loads(x) for x in (out / "nodes" / "launcher.jsonl").read_text().splitlines()]
+    store = [e for e in events if e["event"] == "store"]
+    assert store and store[0]["requests"] > 24 and not store[0]["refused"]

@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from peergrid.comms.node import NodeLog
 from peergrid.comms.nodes.loop import Checkpoints
-from peergrid.comms.replica import LEDGER, Replica, RunStore, node_tables, seed_files
+from peergrid.comms.replica import LEDGER, Replica, node_tables, seed_files
+from peergrid.comms.runstore import RunStore
 from peergrid.comms.runlog import RunWriter
 
 
@@ -162,3 +163,133 @@ def test_the_run_directory_always_holds_what_the_last_checkpoint_counts(tmp_path
     assert _bytes(out / rel) == _bytes(local / rel)
     writer.close()
     checkpoints.close()
+
+
+def _items(rel: str, data: bytes) -> list:
+    return [("log", rel, 0, data)]
+
+
+@pytest.fixture()
+def store(tmp_path):
+    from peergrid.comms.runstore import StoreServer
+
+    server = StoreServer(tmp_path / "run", "127.0.0.1", {"market": "market", "a01": "prosumer",
+                                                         "a02": "prosumer"}, secure=True)
+    yield server
+    server.close()
+
+
+def _client(store, name: str, pair: tuple[bytes, bytes], wait_s: float = 5.0,
+            incarnation: int = 0):
+    from peergrid.comms.runstore import StoreClient
+
+    return StoreClient(name, incarnation, "gen", store.endpoint, store.public_key, *pair,
+                       wait_s=wait_s)
+
+
+def test_the_store_takes_a_node_s_own_files_from_its_current_key_only(store, tmp_path):
+    """Over real sockets: a node writes its own files; another node's files, a path
+    outside the run directory or another name are refused; a key replaced by a restart
+    (``allow``) can no longer write, on a new connection or on the one it had open; a
+    key never allowed does not get past the handshake."""
+    import zmq
+    from peergrid.comms.runstore import StoreUnreachable
+
+    a01, a02, a01_new, stranger = (zmq.curve_keypair() for _ in range(4))
+    store.allow("a01", 0, a01[0].decode())
+    store.allow("a02", 0, a02[0].decode())
+    old = _client(store, "a01", a01)
+    old(_items("nodes/a01.jsonl", b'{"event": "x"}\n'))
+    old([("at", "agents/a01.jsonl", 0, b'{"round": 0}\n')])
+    assert (tmp_path / "run" / "agents" / "a01.jsonl").read_bytes() == b'{"round": 0}\n'
+    other = _client(store, "a02", a02)
+    for items, why in [(_items("nodes/a01.jsonl", b"forged\n"), "may not write"),
+                       (_items("../../escape", b"x"), "may not write"),
+                       (_items("ledger.json", b"{}"), "may not write")]:
+        with pytest.raises(StoreUnreachable, match=why):
+            other(items)
+    spoof = _client(store, "a01", a02)  # a02's key, claiming a01
+    with pytest.raises(StoreUnreachable, match="not \\(or no longer\\) its own"):
+        spoof(_items("nodes/a01.jsonl", b"forged\n"))
+    store.allow("a01", 1, a01_new[0].decode())  # a01 restarted with a new pair
+    with pytest.raises(StoreUnreachable, match="no longer"):
+        old(_items("nodes/a01.jsonl", b"old\n"))  # the connection it had open
+    new = _client(store, "a01", a01_new, incarnation=1)
+    new([("log", "nodes/a01.jsonl", 15, b'{"event": "y"}\n')])
+    with pytest.raises(StoreUnreachable, match="did not answer"):
+        _client(store, "a01", stranger, wait_s=1.0)(_items("nodes/a01.jsonl", b"x\n"))
+    assert (tmp_path / "run" / "nodes" / "a01.jsonl").read_bytes() == \
+        b'{"event": "x"}\n{"event": "y"}\n'
+    assert not (tmp_path / "escape").exists()
+    assert sum(store.refused.values()) == 5 and len(store.first_refusals) == 5
+    for c in (old, other, spoof, new):
+        c.close()
+
+
+def test_the_store_answers_garbage_with_a_refusal_and_serves_on(tmp_path):
+    import zmq
+    from peergrid.comms.runstore import StoreClient, StoreServer, StoreUnreachable
+
+    server = StoreServer(tmp_path / "run", "127.0.0.1", {"a01": "prosumer"}, secure=False)
+    try:
+        ctx = zmq.Context()
+        raw = ctx.socket(zmq.DEALER)
+        raw.connect(server.endpoint)
+        for frames in ([b"\xff\x00"], [b"{}"], [b'{"name": "a01", "items": [["at"]]}', b"x"],
+                       [b'{"name": "a01", "items": [["at", "agents/a01.jsonl", -5]]}', b"x"],
+                       [b'{"name": "zz", "items": []}']):
+            raw.send_multipart(frames)
+            assert raw.poll(5000) and raw.recv().startswith(b"refused: ")
+        raw.close(0)
+        ctx.term()
+        server.allow("a01", 1, None)
+        stale = StoreClient("a01", 0, "g", server.endpoint, None)  # an older incarnation
+        with pytest.raises(StoreUnreachable, match="not its current one"):
+            stale([("at", "agents/a01.jsonl", 0, b"old\n")])
+        client = StoreClient("a01", 1, "g", server.endpoint, None)
+        client([("at", "agents/a01.jsonl", 0, b"row\n")])
+        with pytest.raises(StoreUnreachable, match="rows from byte 9, but it has 4"):
+            client([("at", "agents/a01.jsonl", 9, b"gap\n")])  # never padded
+        for c in (stale, client):
+            c.close()
+        assert (tmp_path / "run" / "agents" / "a01.jsonl").read_bytes() == b"row\n"
+        assert server.requests == 8
+    finally:
+        server.close()
+
+
+def test_a_node_log_copy_sent_twice_or_taken_over_by_a_successor_is_written_once(tmp_path):
+    """Log lines are copied from an offset of the machine's copy: a copy repeated (its
+    answer lost) adds nothing, and a new incarnation on the same machine sends what its
+    predecessor had not (its log file there is kept, ``log_from`` says where the run
+    directory's copy ends)."""
+    out, local = tmp_path / "run", tmp_path / "machine"
+    store = RunStore(out)
+    rel = "nodes/a01.jsonl"
+    log = NodeLog(local / rel)
+    sent: list = []
+
+    def push(items):
+        sent.append(items)
+        store.put(items, "gen-1")
+
+    replica = Replica(local, "a01", node_tables("prosumer", "a01"), push)
+    log.event("round", k=0)
+    replica.sync()
+    store.put(sent[-1], "gen-1")  # the same copy again: its answer was lost
+    log.event("round", k=1)  # then the process dies before its next copy
+    assert store.log_end(rel, "gen-1") < (local / rel).stat().st_size
+    log2 = NodeLog(local / rel)  # the next incarnation, on the same machine
+    log2.event("resumed", from_round=1)
+    successor = Replica(local, "a01", node_tables("prosumer", "a01"), push,
+                        log_from=store.log_end(rel, "gen-1"))
+    successor.sync()
+    assert (out / rel).read_bytes() == (local / rel).read_bytes()
+    assert [json.loads(x)["event"] for x in (out / rel).read_text().splitlines()] == \
+        ["round", "round", "resumed"]
+    # a new machine's copy starts from its own beginning, appended after the rest
+    assert store.log_end(rel, "gen-2") == 0
+    store.put([("log", rel, 0, b'{"event": "elsewhere"}\n')], "gen-2")
+    assert (out / rel).read_text().splitlines()[-1] == '{"event": "elsewhere"}'
+    log.close()
+    log2.close()

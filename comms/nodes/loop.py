@@ -102,8 +102,8 @@ class Checkpoints:
 
 def apply(fx: Effects, node: Node, writer: RunWriter, checkpoints: Checkpoints | None,
           global_round: int | None = None) -> None:
-    """Rows first, then the checkpoint, then the messages: what a message announces is
-    on disk before anyone can act on it. ``global_round``: the round the protocol is in
+    """Rows and log lines first, then the checkpoint, then the messages: what a message
+    announces is on disk before anyone can act on it. ``global_round``: the round the protocol is in
     now (the link faults scheduled by round follow it)."""
     if global_round is not None:
         node.global_round = global_round
@@ -112,12 +112,12 @@ def apply(fx: Effects, node: Node, writer: RunWriter, checkpoints: Checkpoints |
             (writer.run_dir / "ledger.json").write_text(json.dumps(row, default=float))
         else:
             writer.write_row(table, row)
-    if fx.checkpoint is not None and checkpoints is not None:
-        checkpoints.save(fx.checkpoint)
     for event, fields in fx.events:
         if event in ("round", "consensus"):  # what the links carried so far (bytes too)
             fields = {**fields, "links": node.link_counters()}
         node.events.event(node.global_round, event, fields)
+    if fx.checkpoint is not None and checkpoints is not None:
+        checkpoints.save(fx.checkpoint)  # copied off the machine with the lines above
     for s in fx.sends:
         node.send(s.to, s.msg, s.episode, s.round)
     if fx.die:  # the injected crash: no clean-up at all

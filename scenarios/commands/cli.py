@@ -260,6 +260,9 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
         require_parquet()  # before any process starts
     if args.address is not None and args.engine != "ray":
         raise UsageError(f"--address {args.address}: only with --engine ray")
+    if args.address is not None and args.address.startswith("ray://"):
+        raise UsageError(f"--address {args.address}: a deployment's driver runs on a node "
+                         "of the cluster: use HEAD:6379 there, not Ray Client")
     if args.ray_files != "auto" and args.engine != "ray":
         raise UsageError(f"--ray-files {args.ray_files}: only with --engine ray")
     if args.engine == "ray" and args.base_port is not None:

@@ -214,6 +214,10 @@ def deploy(scenario: Scenario, source: str, policy: str, out: str | Path, days: 
         from peergrid.comms.raycluster import require_ray
 
         require_ray()  # one line saying how to install it, before anything is written
+        if address is not None and address.startswith("ray://"):
+            raise ValueError(f"--address {address}: a deployment's driver runs on a node of "
+                             "the cluster (the nodes reach it, and it reads the run "
+                             "directory): use HEAD:6379 there, not Ray Client")
     elif address is not None:
         raise ValueError("--address is for --engine ray")
     check_policy(scenario, str(policy), learn)
