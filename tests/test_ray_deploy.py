@@ -1,6 +1,7 @@
-"""Deployments on Ray (``deploy(..., engine="ray")``, comms/raylaunch.py): on an emulated
-cluster of three Ray nodes on this machine, the records of the in-process runtime, and
-every round booked once when a Ray node is lost mid-run. Ports: the actors bind ports
+"""Deployments on Ray (``deploy(..., engine="ray")``, comms/raylaunch.py and
+comms/rayactor.py): on an emulated cluster of three Ray nodes on this machine, the
+records of the in-process runtime, and every round booked once when a Ray node is lost
+mid-run. Ports: the actors bind ports
 the OS picks (the ephemeral range), none of the fixed ones other tests use."""
 
 from __future__ import annotations
@@ -263,10 +264,10 @@ def test_a_node_actor_applies_peer_updates_newest_incarnation_first(monkeypatch)
     dropped, ``configure`` keeps what a later update brought; while the node serves, an
     update waits for the loop's own thread (False if not taken within UPDATE_WAIT_S,
     still queued) and ``configure`` is refused."""
-    from peergrid.comms import raylaunch
+    from peergrid.comms import rayactor
 
-    actor = raylaunch.NodeActor("prosumer", "a02")
-    monkeypatch.setattr(raylaunch, "DeploySpec", type("S", (), {"from_json": staticmethod(
+    actor = rayactor.NodeActor("prosumer", "a02")
+    monkeypatch.setattr(rayactor, "DeploySpec", type("S", (), {"from_json": staticmethod(
         lambda b: type("Spec", (), {"endpoints": {"market": "tcp://m:1", "a01": "tcp://a:1"},
                                     "security": None})())}))
     with pytest.raises(RuntimeError, match="before bind"):
@@ -286,7 +287,7 @@ def test_a_node_actor_applies_peer_updates_newest_incarnation_first(monkeypatch)
     actor._serving = True
     n_calls = len(shell.calls)
     actor._pending["market"] = (1, "tcp://m:2", None)  # queued, not yet taken
-    monkeypatch.setattr(raylaunch, "UPDATE_WAIT_S", 5.0)
+    monkeypatch.setattr(rayactor, "UPDATE_WAIT_S", 5.0)
     loop = threading.Timer(0.2, actor._take_updates)
     loop.start()
     assert actor.update_peer("market", 2, "tcp://m:3", None)
@@ -294,7 +295,7 @@ def test_a_node_actor_applies_peer_updates_newest_incarnation_first(monkeypatch)
     assert shell.endpoints["market"] == "tcp://m:3" and actor._known["market"] == 2
     assert len(shell.calls) == n_calls + 1  # incarnation 1 was overtaken, never applied
     # a loop that does not take it in time: False (the driver asks again)
-    monkeypatch.setattr(raylaunch, "UPDATE_WAIT_S", 0.2)
+    monkeypatch.setattr(rayactor, "UPDATE_WAIT_S", 0.2)
     assert not actor.update_peer("market", 3, "tcp://m:4", None)
     assert actor._pending["market"][0] == 3
     with pytest.raises(RuntimeError, match="while serving"):  # set_peers: the loop's
