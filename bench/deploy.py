@@ -32,12 +32,34 @@ three times; medians of rounds/s and p99 round time:
 The flood runs over plain TCP (with CURVE the junk would not get past the handshake).
 
 ``--engine ray``: the rule policy for a day with 13 prosumers (ieee13) and 64 and 128
-(Dickert LV, ``--procs`` to choose), each with the local launcher and then as Ray actors
-on a local Ray instance (comms/raylaunch.py), side by side: rounds/s, p99 round time,
-start-up (the whole deployment's wall time less its rounds), and per prosumer process
-the peak USS / PSS / RSS (median) and the sum of the USS over all node processes:
+(Dickert LV, ``--procs`` to choose; it has 120 load buses, so 128 puts a second
+prosumer on 8 of them, each bus's house split in two), each with the local launcher and
+then as Ray actors on a local Ray instance (comms/raylaunch.py), side by side: rounds/s,
+p99 round time, start-up (the whole deployment's wall time less its rounds), per
+prosumer process the peak USS / PSS / RSS (median), and totals (the highest sum over
+the processes in one sample, taken every 0.2 s): the USS of the node processes
+(market, grid, prosumers), the USS of the engine's own processes ("daemons": for Ray
+every other process the Ray instance started under this one: gcs_server, raylet, its
+dashboard and runtime-env agents, the autoscaler and log monitors, idle workers; for the
+local launcher its forkserver and multiprocessing's resource tracker; a line under each
+row gives each kind's USS in the sample where all processes peaked), both together, and
+the PSS of both together (the USS leaves out the pages processes share, such as the
+torch the local nodes share with the forkserver; the PSS charges each process its
+share). Processes are found as descendants of this one (/proc), so no other process on
+the machine counts. Ray's object store is a shared-memory mapping of the raylet: its
+resident size is printed under the Ray row (while only the raylet maps it, it is part
+of the raylet's USS). ``--ray-files shared,gathered`` adds a Ray row whose nodes keep
+their files on their machine and copy each checkpoint to the run directory
+(``ray-gath``: what a cluster without a shared mount costs). A run whose estimated
+memory (its node processes x the PSS per process of the engine's previous run, 230 MB
+for Ray and 60 MB locally before any, plus that run's daemons) exceeds 80 % of the
+memory available is skipped, and the reason printed:
 
-    deploy engine=<local|ray> procs=<n> rounds_per_s=<x> p99_ms=<y> uss_mb=<z> total_uss_mb=<t>
+    deploy engine=<local|ray|ray-gath> procs=<n> rounds_per_s=<x> p99_ms=<y> uss_mb=<z>
+        total_uss_mb=<nodes> daemons_uss_mb=<d> all_uss_mb=<both> all_pss_mb=<p>
+    deploy engine=<local|ray|ray-gath> procs=<n> skipped=memory need_gb=<x> available_gb=<y>
+
+(the first on one line).
 """
 
 from __future__ import annotations
@@ -45,6 +67,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import struct
 import tempfile
 import threading
@@ -68,6 +91,63 @@ def _memory_mb(pid: int) -> tuple[float, float, float] | None:
     return uss / 1024, kb.get("Pss", 0) / 1024, kb.get("Rss", 0) / 1024
 
 
+def _smaps_of(pid: int, mark: str) -> tuple[float, float] | None:
+    """(Rss, private) in MB of the mappings of a process whose path holds ``mark``."""
+    try:
+        text = Path(f"/proc/{pid}/smaps").read_text()
+    except OSError:
+        return None
+    rss = private = 0
+    inside = False
+    for line in text.splitlines():
+        head = line.split(maxsplit=1)[0]
+        if not head.endswith(":"):  # a mapping's first line: address range, perms, ..., path
+            inside = mark in line
+        elif inside and head == "Rss:":
+            rss += int(line.split()[1])
+        elif inside and head in ("Private_Clean:", "Private_Dirty:"):
+            private += int(line.split()[1])
+    return rss / 1024, private / 1024
+
+
+def _descendants(root: int) -> dict[int, str]:
+    """Every process under ``root`` (children, theirs, ...), with its command line."""
+    parent: dict[int, int] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:  # field 4 of /proc/PID/stat, after the command in parentheses
+                parent[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    children: dict[int, list[int]] = {}
+    for pid, ppid in parent.items():
+        children.setdefault(ppid, []).append(pid)
+    out, todo = {}, list(children.get(root, []))
+    while todo:
+        pid = todo.pop()
+        try:
+            out[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        todo.extend(children.get(pid, []))
+    return out
+
+
+def _short(cmd: str) -> str:
+    """A process's name for the breakdown: ``ray::DashboardAgent``, ``raylet``,
+    ``log_monitor.py`` (the script, not the interpreter)."""
+    helper = re.search(r"multiprocessing\.(\w+)", cmd)
+    if helper:  # python -c 'from multiprocessing.forkserver import main; ...'
+        return helper.group(1)
+    for word in cmd.split():
+        if word.startswith("ray::"):
+            return word.split(".")[0]
+        base = word.rsplit("/", 1)[-1]
+        if not word.startswith("-") and not base.startswith("python"):
+            return base
+    return cmd.strip() or "?"
+
+
 def _node_pids(marks: tuple[str, ...] = ("forkserver", "multiprocessing")) -> list[int]:
     """Running processes forked by a multiprocessing forkserver (the nodes, and it), or
     whose command line holds one of ``marks`` (``ray::NodeActor``: a Ray node actor)."""
@@ -85,39 +165,72 @@ def _node_pids(marks: tuple[str, ...] = ("forkserver", "multiprocessing")) -> li
 
 
 class MemorySampler(threading.Thread):
-    def __init__(self, marks: tuple[str, ...] = ("forkserver", "multiprocessing")) -> None:
+    """Peak memory and CPU time of the processes that match ``marks`` or, with ``tree``,
+    of every process under this one (``tree_cmd``: their command lines; ``before``:
+    those already there when the sampler was made, e.g. a process of a Ray instance
+    being stopped; ``ticks``: each sample's (USS, PSS) per pid, for totals at one time:
+    a sum of each process's peak would count a forkserver's pages as its own before it
+    forks and again in the nodes after)."""
+
+    def __init__(self, marks: tuple[str, ...] = ("forkserver", "multiprocessing"),
+                 tree: bool = False) -> None:
         super().__init__(daemon=True)
-        self.marks = marks
+        self.marks, self.tree = marks, tree
         self.samples: dict[int, tuple[float, ...]] = {}  # peak of each, per pid
         self.cpu_s: dict[int, float] = {}  # CPU seconds used, the last sample per pid
+        self.tree_cmd: dict[int, str] = {}
+        self.ticks: list[dict[int, tuple[float, float]]] = []
+        self.before = set(_descendants(os.getpid())) if tree else set()
+        self.plasma: tuple[float, float] = (0.0, 0.0)  # peak (Rss, private) MB, object store
         self.stop = threading.Event()
 
     def run(self) -> None:
         tick = os.sysconf("SC_CLK_TCK")
         while not self.stop.is_set():
-            for pid in _node_pids(self.marks):
+            pids = set() if self.tree else set(_node_pids(self.marks))
+            now: dict[int, tuple[float, float]] = {}
+            if self.tree:
+                for pid, cmd in _descendants(os.getpid()).items():
+                    self.tree_cmd.setdefault(pid, cmd)  # a Ray worker renames itself
+                    if cmd.startswith("ray::"):  # later: keep the latest
+                        self.tree_cmd[pid] = cmd
+                    pids.add(pid)
+                    if _short(cmd) == "raylet" and pid not in self.before:
+                        m = _smaps_of(pid, "plasma")
+                        if m is not None:
+                            self.plasma = tuple(max(a, b) for a, b in zip(self.plasma, m,
+                                                                         strict=True))
+            for pid in pids:
                 m = _memory_mb(pid)
                 if m is not None:
                     peak = self.samples.get(pid, m)
                     self.samples[pid] = tuple(max(a, b) for a, b in zip(peak, m, strict=True))
+                    now[pid] = m[:2]
                 try:  # utime + stime, fields 14 and 15 of /proc/PID/stat
                     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
                     self.cpu_s[pid] = (int(fields[11]) + int(fields[12])) / tick
                 except (OSError, IndexError, ValueError):
                     pass
+            if self.tree:
+                self.ticks.append(now)
             time.sleep(0.2)
+
+    def peak_total(self, pids: set[int], kind: int = 0) -> float:
+        """The highest sum over ``pids`` of one sample's USS (``kind`` 0) or PSS (1)."""
+        return max((sum(m[kind] for p, m in t.items() if p in pids) for t in self.ticks),
+                   default=0.0)
 
 
 def one(scenario, policy: str, days: int, port: int, insecure: bool = False,
-        engine: str = "local") -> dict[str, float]:
+        engine: str = "local", ray_files: str = "auto") -> dict[str, float]:
     s = with_faults(scenario, base_port=port)
-    sampler = MemorySampler(("ray::NodeActor",) if engine == "ray" else
-                            ("forkserver", "multiprocessing"))
+    sampler = MemorySampler(tree=True)  # every process under this one
     sampler.start()
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         out, exits = deploy(s, "bench", policy, Path(tmp) / "dep", days=days,
-                            insecure=insecure, engine=engine)
+                            insecure=insecure, engine=engine,
+                            **({"ray_files": ray_files} if engine == "ray" else {}))
         wall = time.perf_counter() - t0
         sampler.stop.set()
         events = [json.loads(x) for x in (out / "nodes" / "market.jsonl").read_text().splitlines()]
@@ -131,6 +244,21 @@ def one(scenario, policy: str, days: int, port: int, insecure: bool = False,
         e["pid"] for e in started if e.get("node") == "market" and "pid" in e]
     cpu = [sampler.cpu_s[pid] for pid in prosumers if pid in sampler.cpu_s]
     n = len(s.agents)
+    # the engine's own processes: locally the forkserver and the resource tracker; on
+    # Ray every process started under this one during this run but the nodes (and but
+    # a resource tracker left from a local run before)
+    local_helper = ("forkserver", "resource_tracker")
+    daemons = {pid: _short(cmd) for pid, cmd in sampler.tree_cmd.items()
+               if pid not in set(every) and pid in sampler.samples
+               and ((engine == "local" and any(m in cmd for m in local_helper))
+                    or (engine == "ray" and pid not in sampler.before
+                        and "multiprocessing" not in cmd))}
+    ours = set(every) | set(daemons)
+    peak = max(sampler.ticks, default={},  # the sample where nodes and daemons used most
+               key=lambda t: sum(m[0] for p, m in t.items() if p in ours))
+    by_name: dict[str, float] = {}  # the daemons in that sample
+    for pid, name in daemons.items():
+        by_name[name] = by_name.get(name, 0.0) + peak.get(pid, (0.0,))[0]
     return {
         "procs": n, "rounds": len(t), "wall_s": wall, "startup_s": float(t[0]),
         "rounds_per_s": (len(t) - 1) / (t[-1] - t[0]), "median_ms": float(np.median(gaps)),
@@ -139,8 +267,15 @@ def one(scenario, policy: str, days: int, port: int, insecure: bool = False,
            for i, kind in enumerate(("uss", "pss", "rss"))},
         # per prosumer per round: what a node spends, whatever the deadlines allow
         "cpu_ms_per_round": 1e3 * float(np.median(cpu)) / len(t) if cpu else float("nan"),
-        "total_uss_mb": float(sum(sampler.samples[p][0] for p in set(every)
-                                  if p in sampler.samples)),
+        # totals: the highest of one sample's sums
+        "total_uss_mb": sampler.peak_total(set(every)),
+        "daemons_uss_mb": sampler.peak_total(set(daemons)),
+        "daemons_pss_mb": sampler.peak_total(set(daemons), 1),
+        "all_uss_mb": sampler.peak_total(ours),
+        "all_pss_mb": sampler.peak_total(ours, 1),
+        "daemons": dict(sorted(by_name.items(), key=lambda kv: -kv[1])),
+        "daemon_procs": len(daemons),
+        "plasma_rss_mb": sampler.plasma[0], "plasma_private_mb": sampler.plasma[1],
         "ok": all(c == 0 for c in exits.values()),
     }
 
@@ -246,29 +381,95 @@ def flood(port: int, n: int = 100_000, targets: tuple[str, ...] = ("market", "a0
     return result
 
 
+DICKERT_BUSES = 120  # the load buses of dickert_lv
+
+
 def dickert(count: int):
+    """Dickert LV with ``count`` prosumers: a seeded sample of its 120 load buses, or,
+    beyond 120, one on each and a second on the first ``count - 120`` of them, the
+    bus's house split in two halves (load, PV and battery), so the feeder's load stays
+    that of the 120."""
     data, source = read_scenario_file("dickert_lv")
-    data["placement"]["count"] = count
-    return parse_scenario(data, source)
+    data["placement"]["count"] = min(count, DICKERT_BUSES)
+    scenario = parse_scenario(data, source)
+    if count <= DICKERT_BUSES:
+        return scenario
+    half = ("load_peak_kw", "pv_kwp", "battery_kwh", "battery_kw", "pv_inverter_kva",
+            "battery_inverter_kva")
+    agents = [a.model_dump(mode="json", exclude_none=True) for a in scenario.agents]
+    for a in agents[:count - DICKERT_BUSES]:
+        for k in half:
+            if k in a:
+                a[k] = round(a[k] / 2, 6)
+    width = len(str(count))
+    extra = [{**a, "id": f"a{DICKERT_BUSES + i + 1:0{width}d}"}
+             for i, a in enumerate(agents[:count - DICKERT_BUSES])]
+    dumped = scenario.model_dump(mode="json", exclude_none=True, exclude={"placement"})
+    dumped["agents"] = agents + extra
+    return parse_scenario(dumped, f"{source} with {count} prosumers")
 
 
-def engines(sizes: tuple[int, ...]) -> None:
-    """The rule policy for a day, local launcher and Ray side by side, per size."""
-    print(f"{'prosumers':>9}{'engine':>7}{'rounds/s':>10}{'p99 ms':>8}{'median ms':>11}"
-          f"{'start-up s':>11}{'USS MB':>8}{'PSS MB':>8}{'RSS MB':>8}{'all USS GB':>11}"
-          f"{'clean':>7}")
+# before any run of an engine: PSS per node process and of its daemons, MB (measured
+# 6 Dec: a Ray worker 212-216, Ray's daemons ~340; a local node 26-42, forkserver ~350)
+GUESS_MB = {"local": (60.0, 300.0), "ray": (230.0, 700.0)}
+
+
+def _available_mb() -> float:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def engines(sizes: tuple[int, ...], ray_files: tuple[str, ...] = ("shared",)) -> None:
+    """The rule policy for a day, local launcher and Ray side by side, per size; on Ray
+    once per ``ray_files`` (``ray``: shared, ``ray-gath``: gathered, comms.replica)."""
+    print(f"{'prosumers':>9}{'engine':>9}{'rounds/s':>10}{'p99 ms':>8}{'median ms':>11}"
+          f"{'start-up s':>11}{'USS MB':>8}{'PSS MB':>8}{'RSS MB':>8}{'nodes USS GB':>13}"
+          f"{'daemons USS GB':>15}{'all USS GB':>11}{'all PSS GB':>11}{'clean':>7}")
     lines = []
+    per_process = dict(GUESS_MB)  # engine -> (PSS MB per node process, daemons PSS MB)
+    source = {"local": "the guess for a first run", "ray": "the guess for a first run"}
     for i, n in enumerate(sizes):
         scenario = load_scenario("ieee13") if n == 13 else dickert(n)
-        for engine in ("local", "ray"):
-            r = one(scenario, "rule", 1, 30000 + 300 * i, engine=engine)
-            print(f"{r['procs']:>9}{engine:>7}{r['rounds_per_s']:>10.1f}{r['p99_ms']:>8.1f}"
-                  f"{r['median_ms']:>11.1f}{r['wall_s'] - (r['rounds'] - 1) / r['rounds_per_s']:>11.1f}"
+        for engine, files in [("local", ""), *(("ray", f) for f in ray_files)]:
+            label = "ray-gath" if files == "gathered" else engine
+            pss, daemons = per_process[engine]
+            procs = len(scenario.agents) + 2  # and the market and the grid
+            need, available = procs * pss + daemons, _available_mb()
+            if need > 0.8 * available:
+                print(f"{len(scenario.agents):>9}{label:>9}  skipped: would need"
+                      f" ~{need / 1024:.1f} GB ({procs} node processes x {pss:.0f} MB PSS"
+                      f" + {daemons / 1024:.2f} GB of daemons, from {source[engine]}),"
+                      f" more than 80 % of the {available / 1024:.1f} GB available",
+                      flush=True)
+                lines.append(f"deploy engine={label} procs={len(scenario.agents)} "
+                             f"skipped=memory need_gb={need / 1024:.1f} "
+                             f"available_gb={available / 1024:.1f}")
+                continue
+            r = one(scenario, "rule", 1, 30000 + 300 * i, engine=engine,
+                    ray_files=files or "auto")
+            startup = r["wall_s"] - (r["rounds"] - 1) / r["rounds_per_s"]
+            print(f"{r['procs']:>9}{label:>9}{r['rounds_per_s']:>10.1f}{r['p99_ms']:>8.1f}"
+                  f"{r['median_ms']:>11.1f}{startup:>11.1f}"
                   f"{r['uss_mb']:>8.1f}{r['pss_mb']:>8.1f}{r['rss_mb']:>8.1f}"
-                  f"{r['total_uss_mb'] / 1024:>11.2f}{str(r['ok']):>7}", flush=True)
-            lines.append(f"deploy engine={engine} procs={r['procs']} "
+                  f"{r['total_uss_mb'] / 1024:>13.2f}{r['daemons_uss_mb'] / 1024:>15.2f}"
+                  f"{r['all_uss_mb'] / 1024:>11.2f}{r['all_pss_mb'] / 1024:>11.2f}"
+                  f"{str(r['ok']):>7}",
+                  flush=True)
+            print(f"{'':>18}daemons ({r['daemon_procs']}): " + ", ".join(
+                f"{k} {v:.0f}" for k, v in r["daemons"].items()) + " MB USS"
+                + (f"; object store resident {r['plasma_rss_mb']:.1f} MB"
+                   f" ({r['plasma_private_mb']:.1f} MB of it in the raylet's USS)"
+                   if engine == "ray" else ""), flush=True)
+            if r["pss_mb"] == r["pss_mb"]:  # measured (not NaN): estimate from it
+                per_process[engine] = (r["pss_mb"], r["daemons_pss_mb"])
+                source[engine] = f"the {r['procs']}-prosumer run"
+            lines.append(f"deploy engine={label} procs={r['procs']} "
                          f"rounds_per_s={r['rounds_per_s']:.1f} p99_ms={r['p99_ms']:.1f} "
-                         f"uss_mb={r['uss_mb']:.1f} total_uss_mb={r['total_uss_mb']:.0f}")
+                         f"uss_mb={r['uss_mb']:.1f} total_uss_mb={r['total_uss_mb']:.0f} "
+                         f"daemons_uss_mb={r['daemons_uss_mb']:.0f} "
+                         f"all_uss_mb={r['all_uss_mb']:.0f} all_pss_mb={r['all_pss_mb']:.0f}")
     print("\n".join(lines))
 
 
@@ -285,9 +486,15 @@ def main() -> None:
     parser.add_argument("--procs", default="13,64,128",
                         help="with --engine ray: prosumer counts (13 is ieee13, others "
                              "Dickert LV)")
+    parser.add_argument("--ray-files", default="shared",
+                        help="with --engine ray: comma-separated, shared and/or gathered "
+                             "(deploy --ray-files): one Ray row per mode")
     args = parser.parse_args()
     if args.engine == "ray":
-        engines(tuple(int(x) for x in args.procs.split(",")))
+        files = tuple(args.ray_files.split(","))
+        if not set(files) <= {"shared", "gathered"}:
+            parser.error(f"--ray-files {args.ray_files}: shared and/or gathered")
+        engines(tuple(int(x) for x in args.procs.split(",")), files)
         return
     if args.curve_only:
         runs = curve_cost()
