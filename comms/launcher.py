@@ -275,19 +275,24 @@ def launch(spec: DeploySpec, timeout_s: float = 3600.0) -> dict[str, int]:
             # silent before the end: fewer rows than rounds) is run once more to book
             # what remains: an agent from its checkpoint and the market's ledger, the
             # grid a row for each round it missed
-            for name, p in list(sup.procs.items()):
-                if sup.role[name] == "market":
-                    continue
-                if p.is_alive():
-                    sup.log.event("stopping", node=name, reason="still running after the "
-                                  "market's end and the grace period")
-                    p.kill()
-                    p.join(timeout=10)
-                table = "grid.jsonl" if name == "grid" else f"agents/{name}.jsonl"
-                if p.exitcode != 0 or count_rows(out / table) < n_rounds:
-                    sup.reap(name)
-                    sup.start(name, sup.incarnation[name] + 1, finish=True)
-                    sup.procs[name].join(timeout=60)
+            nodes = [n for n in sup.procs if sup.role[n] != "market"]
+            late = [n for n in nodes if sup.procs[n].is_alive()]
+            for name in late:
+                sup.log.event("stopping", node=name, reason="still running after the "
+                              "market's end and the grace period")
+                sup.procs[name].kill()
+            for name in late:
+                sup.procs[name].join(timeout=10)
+            due = [n for n in nodes if sup.procs[n].exitcode is not None  # else: its port
+                   and (sup.procs[n].exitcode != 0 or count_rows(
+                       out / ("grid.jsonl" if n == "grid" else f"agents/{n}.jsonl"))
+                       < n_rounds)]
+            for name in due:  # all together, against one deadline
+                sup.reap(name)
+                sup.start(name, sup.incarnation[name] + 1, finish=True)
+            finish_by = time.monotonic() + 60.0
+            for name in due:
+                sup.procs[name].join(timeout=max(finish_by - time.monotonic(), 0.1))
     finally:
         if on_main_thread:
             signal.signal(signal.SIGTERM, previous)

@@ -173,6 +173,7 @@ class NodeActor:
             if self._pending:  # announced before configure: applied before any send
                 self._apply()
             self._serving = True
+        ended = False
         try:
             if self.role == "market":
                 run_market(spec, incarnation, node=node, replica=replica)
@@ -181,13 +182,18 @@ class NodeActor:
             else:
                 run_prosumer(spec, self.name, incarnation, finish=finish, node=node,
                              replica=replica)
+            ended = True
         finally:
             with self._cv:
                 self._serving = False
                 self._cv.notify_all()
             if replica is not None:  # the rest: the node log's last lines
                 try:
-                    replica.sync()
+                    if ended:
+                        replica.sync()
+                    elif push.broken is None:  # after a failed copy: nothing more
+                        with contextlib.suppress(Exception):  # the run's own error wins
+                            replica.sync()
                 finally:
                     push.close()
         self.node, self._spec = None, None  # closed by its loop (one that raised: by ``bind``)
@@ -286,7 +292,8 @@ def _fresh_but_the_log(local: Path) -> str:
     if local.is_dir():
         for p in local.iterdir():
             if p.name not in ("nodes", gen_file.name):
-                shutil.rmtree(p) if p.is_dir() else p.unlink()
+                # a predecessor still exiting may remove its files meanwhile
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
     local.mkdir(parents=True, exist_ok=True)
     if not gen_file.is_file():
         gen_file.write_text(uuid.uuid4().hex)

@@ -76,11 +76,11 @@ from typing import Any
 from peergrid.comms.keys import check_public_keys
 from peergrid.comms.launcher import count_rows, finish_status
 from peergrid.comms.node import NodeLog
-from peergrid.comms.rayactor import FILES, RUN_MARKER, UPDATE_WAIT_S, NodeActor
+from peergrid.comms.rayactor import FILES, RUN_MARKER, NodeActor
 from peergrid.comms.replica import LEDGER
 from peergrid.comms.spec import DeploySpec, Security
 
-__all__ = ["FILES", "UPDATE_WAIT_S", "NodeActor", "launch_on_ray"]
+__all__ = ["FILES", "NodeActor", "launch_on_ray"]
 
 PROCESS_CPUS = 0.01
 """Ray's logical CPUs reserved per node process (market, grid, each prosumer): what one

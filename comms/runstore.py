@@ -38,6 +38,14 @@ that cannot keep its checkpoint must not send what it covers; it is restarted)."
 MAX_REQUEST_BYTES = 1 << 30
 
 
+class Refused(ValueError):
+    """A request the store does not write, with a reason code (counted per code)."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+
+
 class StoreUnreachable(RuntimeError):
     """The run directory's store did not answer a node's copy in time, or refused it."""
 
@@ -57,14 +65,13 @@ class RunStore:
 
     def __init__(self, out: str | Path) -> None:
         self.out = Path(out)
-        self._logs: dict[str, tuple[str, int]] = {}
-        """Node log -> (the machine's copy it comes from, bytes of it written)."""
+        self._logs: dict[tuple[str, str], int] = {}
+        """(node log, the machine's copy it comes from) -> bytes of that copy written."""
         self._files: dict[str, IO[bytes]] = {}
 
     def log_end(self, rel: str, log_gen: str) -> int:
         """How much of the node log copy ``log_gen`` the run directory has."""
-        gen, end = self._logs.get(rel, ("", 0))
-        return end if gen == log_gen else 0
+        return self._logs.get((rel, log_gen), 0)
 
     def _file(self, rel: str) -> IO[bytes]:
         f = self._files.get(rel)
@@ -92,12 +99,12 @@ class RunStore:
             size = os.fstat(f.fileno()).st_size  # its node may have written it itself
             if kind == "at":
                 if start > size:  # rows the run directory never had: refused, not padded
-                    raise ValueError(f"{rel}: rows from byte {start}, but it has {size}")
+                    raise Refused("past end", f"{rel}: rows from byte {start}, but it has {size}")
             elif kind == "whole":
                 start = 0
             else:
                 end = self.log_end(rel, log_gen)
-                self._logs[rel] = (log_gen, max(end, start + len(data)))
+                self._logs[(rel, log_gen)] = max(end, start + len(data))
                 data = data[max(end - start, 0):]  # what it has already: not again
                 start = size
             f.seek(start)
@@ -213,47 +220,47 @@ class StoreServer:
         self.requests += 1
         try:
             if len(frames) < 2:
-                raise ValueError("no header")
+                raise Refused("malformed", "no header")
             header = json.loads(frames[1].bytes)
             claimed = str(header.get("name", ""))
             if self.auth is not None:  # the key that opened the connection, if still its
                 name, _, key = frames[1].get("User-Id").partition(" ")
                 if self._keys.get(key.encode("ascii")) != name or name != claimed:
-                    raise ValueError(f"a request for {claimed[:40]!r} on a connection of "
+                    raise Refused("stale key", f"a request for {claimed[:40]!r} on a connection of "
                                      f"{name!r}'s key, which is not (or no longer) its own")
             name = claimed
             if name not in self.roles:
-                raise ValueError(f"{name[:40]!r} is not a node of this deployment")
+                raise Refused("unknown node", f"{name[:40]!r} is not a node of this deployment")
             incarnation, log_gen = header.get("incarnation"), str(header.get("log_gen", ""))
             specs, data = header["items"], frames[2:]
             if not isinstance(specs, list) or len(specs) != len(data):
-                raise ValueError("items and data frames do not match")
+                raise Refused("malformed", "items and data frames do not match")
             own = own_files(self.roles[name], name)
             items: list[Item] = []
             for spec, frame in zip(specs, data, strict=True):
                 kind, rel, start = spec
                 if rel not in own:
-                    raise ValueError(f"{name} may not write {str(rel)[:80]!r}")
+                    raise Refused("not its file", f"{name} may not write {str(rel)[:80]!r}")
                 if kind not in ("at", "whole", "log") or not isinstance(start, int) \
                         or start < 0:
-                    raise ValueError(f"bad item {str(spec)[:80]}")
+                    raise Refused("malformed", f"bad item {str(spec)[:80]}")
                 items.append((kind, rel, start, frame.bytes))
             with self._locks[name]:
                 if incarnation != self._incarnation.get(name):
-                    raise ValueError(f"{name}'s incarnation {str(incarnation)[:20]} is not "
+                    raise Refused("stale incarnation", f"{name}'s incarnation {str(incarnation)[:20]} is not "
                                      f"its current one ({self._incarnation.get(name)})")
                 self.store.put(items, log_gen)
             return "ok"
         except Exception as err:  # whatever arrives: refused, counted, the store serves on
-            why = f"{type(err).__name__}: {err}"[:300]
-            self.refused[why.split(":")[0]] += 1
+            why = (str(err) if isinstance(err, Refused) else f"{type(err).__name__}: {err}")[:300]
+            self.refused[err.code if isinstance(err, Refused) else "malformed"] += 1
             if len(self.first_refusals) < 5:
                 self.first_refusals.append(why)
             return f"refused: {why}"
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        self._thread.join()  # it wakes every 0.2 s: the socket is its own until then
         self.sock.close(0)
         if self.auth is not None:
             self.auth.stop()
@@ -269,6 +276,9 @@ class StoreClient:
                  secret: bytes | None = None, wait_s: float = STORE_WAIT_S) -> None:
         self.name, self.wait_s = name, wait_s
         self.incarnation, self.log_gen = incarnation, log_gen
+        self.broken: StoreUnreachable | None = None
+        """The failure after which this client sends nothing more (an answer to the
+        request it gave up on could be taken for the next one's)."""
         self.ctx = zmq.Context()  # its own: the node's context serves its inbox's ZAP
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
@@ -280,16 +290,20 @@ class StoreClient:
         self.sock.connect(endpoint)
 
     def __call__(self, items: list[Item]) -> None:
+        if self.broken is not None:
+            raise self.broken
         header = json.dumps({"name": self.name, "incarnation": self.incarnation,
                              "log_gen": self.log_gen,
                              "items": [[k, rel, start] for k, rel, start, _ in items]})
         self.sock.send_multipart([header.encode(), *(data for *_, data in items)])
         if not self.sock.poll(int(self.wait_s * 1000)):
-            raise StoreUnreachable(f"{self.name}: the run directory's store did not answer "
-                                   f"within {self.wait_s:.0f} s")
+            self.broken = StoreUnreachable(f"{self.name}: the run directory's store did not "
+                                           f"answer within {self.wait_s:.0f} s")
+            raise self.broken
         answer = self.sock.recv().decode("utf-8", "replace")
         if answer != "ok":
-            raise StoreUnreachable(f"{self.name}: the run directory's store {answer}")
+            self.broken = StoreUnreachable(f"{self.name}: the run directory's store {answer}")
+            raise self.broken
 
     def close(self) -> None:
         self.sock.close(0)

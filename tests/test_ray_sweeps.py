@@ -71,6 +71,7 @@ def test_graphs_on_ray_write_the_local_pools_summary_and_runs(ieee13_scenario, t
     _assert_same_sweep(local, on_ray)
 
 
+@pytest.mark.slow  # ~40 s; the graphs test above keeps Ray's equality in the default suite
 def test_paper_comparison_on_ray_writes_the_local_pools_summary_report_and_runs(
         ieee13_scenario, tmp_path):
     """The path that keeps each run's wall time (``run_training_jobs``' result, as

@@ -202,12 +202,14 @@ def test_the_store_takes_a_node_s_own_files_from_its_current_key_only(store, tmp
     old(_items("nodes/a01.jsonl", b'{"event": "x"}\n'))
     old([("at", "agents/a01.jsonl", 0, b'{"round": 0}\n')])
     assert (tmp_path / "run" / "agents" / "a01.jsonl").read_bytes() == b'{"round": 0}\n'
-    other = _client(store, "a02", a02)
-    for items, why in [(_items("nodes/a01.jsonl", b"forged\n"), "may not write"),
-                       (_items("../../escape", b"x"), "may not write"),
-                       (_items("ledger.json", b"{}"), "may not write")]:
-        with pytest.raises(StoreUnreachable, match=why):
+    for items in [_items("nodes/a01.jsonl", b"forged\n"), _items("../../escape", b"x"),
+                  _items("ledger.json", b"{}")]:
+        other = _client(store, "a02", a02)  # a refused client sends nothing more
+        with pytest.raises(StoreUnreachable, match="may not write"):
             other(items)
+        with pytest.raises(StoreUnreachable, match="may not write"):
+            other(_items("nodes/a02.jsonl", b"fine\n"))  # broken: not sent at all
+        other.close()
     spoof = _client(store, "a01", a02)  # a02's key, claiming a01
     with pytest.raises(StoreUnreachable, match="not \\(or no longer\\) its own"):
         spoof(_items("nodes/a01.jsonl", b"forged\n"))
@@ -216,14 +218,16 @@ def test_the_store_takes_a_node_s_own_files_from_its_current_key_only(store, tmp
         old(_items("nodes/a01.jsonl", b"old\n"))  # the connection it had open
     new = _client(store, "a01", a01_new, incarnation=1)
     new([("log", "nodes/a01.jsonl", 15, b'{"event": "y"}\n')])
+    outsider = _client(store, "a01", stranger, wait_s=1.0)
     with pytest.raises(StoreUnreachable, match="did not answer"):
-        _client(store, "a01", stranger, wait_s=1.0)(_items("nodes/a01.jsonl", b"x\n"))
+        outsider(_items("nodes/a01.jsonl", b"x\n"))
     assert (tmp_path / "run" / "nodes" / "a01.jsonl").read_bytes() == \
         b'{"event": "x"}\n{"event": "y"}\n'
     assert not (tmp_path / "escape").exists()
-    assert sum(store.refused.values()) == 5 and len(store.first_refusals) == 5
-    for c in (old, other, spoof, new):
+    refused, first = dict(store.refused), list(store.first_refusals)
+    for c in (old, spoof, new, outsider):
         c.close()
+    assert refused == {"not its file": 3, "stale key": 2}, first
 
 
 def test_the_store_answers_garbage_with_a_refusal_and_serves_on(tmp_path):
@@ -291,5 +295,12 @@ def test_a_node_log_copy_sent_twice_or_taken_over_by_a_successor_is_written_once
     assert store.log_end(rel, "gen-2") == 0
     store.put([("log", rel, 0, b'{"event": "elsewhere"}\n')], "gen-2")
     assert (out / rel).read_text().splitlines()[-1] == '{"event": "elsewhere"}'
+    # back on the first machine: only what its copy has beyond what was sent from it
+    log2.event("back", k=2)
+    back = Replica(local, "a01", node_tables("prosumer", "a01"), push,
+                   log_from=store.log_end(rel, "gen-1"))
+    back.sync()
+    assert [json.loads(x)["event"] for x in (out / rel).read_text().splitlines()] == \
+        ["round", "round", "resumed", "elsewhere", "back"]
     log.close()
     log2.close()
