@@ -356,8 +356,9 @@ def _sigint_as_at_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-@pytest.mark.parametrize(("sig", "port"), [(signal.SIGINT, 27700), (signal.SIGTERM, 27800),
-                                           (signal.SIGKILL, 27900)])
+@pytest.mark.parametrize(("sig", "port"), [  # ~16 s each: SIGKILL (no clean-up) by default
+    pytest.param(signal.SIGINT, 27700, marks=pytest.mark.slow),
+    pytest.param(signal.SIGTERM, 27800, marks=pytest.mark.slow), (signal.SIGKILL, 27900)])
 def test_stopping_the_launcher_leaves_no_orphan_process(tmp_path, sig, port):
     out = tmp_path / "dep"
     launcher = subprocess.Popen(

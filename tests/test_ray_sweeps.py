@@ -114,6 +114,7 @@ def _dies_at_first_checkpoint_once(job: TrainingJob) -> float:
     return train_attempt(job)
 
 
+@pytest.mark.slow  # ~25 s (the suite's 10 min); Ray's equality stays in it (graphs)
 def test_a_run_whose_worker_died_is_retried_from_clean_and_equals_the_run(ieee13_scenario,
                                                                          tmp_path):
     ray = pytest.importorskip("ray")
