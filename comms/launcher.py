@@ -27,6 +27,7 @@ from pathlib import Path
 from peergrid.comms.keys import KeyFileError
 from peergrid.comms.spec import DeploySpec
 from peergrid.comms.node import NodeLog
+from peergrid.comms.replica import node_tables
 
 _PRELOAD = ["peergrid.comms.preload"]
 
@@ -284,9 +285,8 @@ def launch(spec: DeploySpec, timeout_s: float = 3600.0) -> dict[str, int]:
             for name in late:
                 sup.procs[name].join(timeout=10)
             due = [n for n in nodes if sup.procs[n].exitcode is not None  # else: its port
-                   and (sup.procs[n].exitcode != 0 or count_rows(
-                       out / ("grid.jsonl" if n == "grid" else f"agents/{n}.jsonl"))
-                       < n_rounds)]
+                   and (sup.procs[n].exitcode != 0
+                        or count_rows(out / node_tables(sup.role[n], n)[0]) < n_rounds)]
             for name in due:  # all together, against one deadline
                 sup.reap(name)
                 sup.start(name, sup.incarnation[name] + 1, finish=True)

@@ -30,7 +30,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 Item = tuple[str, str, int, bytes]
-"""(kind, path relative to the run directory, offset (``at`` only, else 0), bytes)."""
+"""(kind, path relative to the run directory, offset (``at``: in the record file;
+``log``: in the machine's copy of the node log; ``whole``: 0), bytes)."""
 LEDGER = "ledger.json"
 
 
@@ -116,13 +117,17 @@ def seed_files(out: Path, role: str, name: str) -> dict[str, bytes]:
     """What a node reads from the run directory when it starts: its record file and
     checkpoints (to resume from), the market's ledger (a prosumer's ``finish`` run, the
     market's own), a trained prosumer's policy. Copied into its own directory."""
-    rels = [f"checkpoints/{name}.state.0", f"checkpoints/{name}.state.1"]
-    rels += node_tables(role, name)
+    rels = [*checkpoint_files(name), *node_tables(role, name)]
     if role in ("market", "prosumer"):
         rels.append(LEDGER)
     if role == "prosumer":
         rels.append(f"policies/{name}.state")
     return {rel: (out / rel).read_bytes() for rel in rels if (out / rel).is_file()}
+
+
+def checkpoint_files(name: str) -> list[str]:
+    """A node's two checkpoint files (``comms.nodes.loop.Checkpoints``)."""
+    return [f"checkpoints/{name}.state.0", f"checkpoints/{name}.state.1"]
 
 
 def node_tables(role: str, name: str) -> list[str]:

@@ -29,7 +29,7 @@ import zmq
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
 
-from peergrid.comms.replica import LEDGER, Item, node_tables, seed_files
+from peergrid.comms.replica import LEDGER, Item, checkpoint_files, node_tables, seed_files
 
 ZAP_DOMAIN = "peergrid-store"
 STORE_WAIT_S = 60.0
@@ -123,8 +123,7 @@ class RunStore:
 
 def own_files(role: str, name: str) -> frozenset[str]:
     """What a node may write through the store: its own files only."""
-    own = {*node_tables(role, name), f"checkpoints/{name}.state.0",
-           f"checkpoints/{name}.state.1", f"nodes/{name}.jsonl"}
+    own = {*node_tables(role, name), *checkpoint_files(name), f"nodes/{name}.jsonl"}
     if role == "market":
         own.add(LEDGER)
     return frozenset(own)
